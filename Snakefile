@@ -1,0 +1,27 @@
+# genovae: a VAE workflow for gene-expression cohorts.
+#
+#   collect -> preprocess -> train (round r) -> evaluate -> decide (checkpoint)
+#     -> [retrain until the threshold is met or max_rounds] -> select_model
+#     -> apply_model -> plots -> summarize -> report
+#
+# Read the stages in workflow/rules/; the logic lives in workflow/lib/genovae/.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/apply.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,20 @@
+"""genovae: variational autoencoders for gene-expression cohorts.
+
+The Snakemake workflow in this repository calls into this package; every rule's
+script is a thin adapter around one function here. Modules are named after the
+behaviour they own:
+
+- ``io``: reading expression matrices and sample sheets, atomic writes.
+- ``collect``: validation of the inputs into one canonical matrix + manifest.
+- ``simulate``: synthetic negative-binomial cohorts with planted genes.
+- ``preprocess``: stratified split and the train-fitted transform.
+- ``model``: the VAE module and its likelihoods.
+- ``train``: the training loop (device, seeds, early stopping, history).
+- ``evaluate``: per-round metrics and the retrain decision.
+- ``rounds``: retrain strategy and model selection across rounds.
+- ``apply``: latent space, reconstruction errors, held-out test metrics.
+- ``risk``: condition-associated ("risk") gene ranking.
+- ``plots``: figures for the report.
+"""
+
+__version__ = "0.1.0"

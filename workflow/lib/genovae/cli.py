@@ -1,0 +1,65 @@
+"""Running a library function as a Snakemake rule: logging and clean errors.
+
+:func:`run_rule` sends log records to the rule's ``log:`` file (and stderr),
+turns a :class:`~genovae.errors.GenovaeError` into a short message naming the
+file and the problem (no traceback), and removes any output the failed step may
+have left, so that nothing half-written looks like a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+from .errors import GenovaeError
+
+
+def setup_logging(log_path=None, level=logging.INFO):
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    stream = None
+    if log_path:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        stream = open(log_path, "a", buffering=1)
+        handlers.append(logging.StreamHandler(stream))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    logging.captureWarnings(True)
+    return stream
+
+
+def _remove_outputs(paths):
+    for p in paths:
+        try:
+            if os.path.isfile(p):
+                os.unlink(p)
+        except OSError:
+            pass
+
+
+def run_rule(snakemake, step):
+    """Call ``step(snakemake, log_stream)`` with logging and user-facing errors."""
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    stream = setup_logging(log_path)
+    log = logging.getLogger("genovae")
+    try:
+        step(snakemake, stream)
+    except GenovaeError as exc:
+        _remove_outputs(list(snakemake.output))
+        msg = f"genovae: rule {snakemake.rule} failed: {exc}"
+        log.error(msg)
+        print("\n" + msg + "\n", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception:
+        _remove_outputs(list(snakemake.output))
+        log.error("unexpected error in rule %s:\n%s", snakemake.rule, traceback.format_exc())
+        raise
+    finally:
+        if stream is not None:
+            stream.flush()

@@ -1,0 +1,329 @@
+"""Collect: validate the user's expression matrix and sample sheet.
+
+The result is one canonical samples x genes float32 matrix (Parquet), the
+validated sample sheet in the same order, the gene annotation, and a manifest
+with the sha256 of every input. Every problem stops with an
+:class:`~genovae.errors.InputError` that names the file and the problem; no
+output is written until all checks pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+VALUE_TYPES = ("counts", "intensity", "log")
+ORIENTATIONS = ("samples_by_genes", "genes_by_samples")
+
+
+def _preview(items, n=5):
+    items = [str(i) for i in items]
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(repr(i) for i in items[:n]) + more
+
+
+def _header_names(path):
+    """Column names as written in a text file's header (pandas renames duplicates)."""
+    kind, sep = io.table_format(path)
+    if kind != "text":
+        return None
+    import gzip
+
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        return fh.readline().rstrip("\r\n").split(sep)
+
+
+def _duplicates(values):
+    s = pd.Series(list(values))
+    return list(dict.fromkeys(s[s.duplicated()].tolist()))
+
+
+def read_expression(path, orientation="samples_by_genes"):
+    """Read and check an expression matrix; return samples x genes float64 frame."""
+    if orientation not in ORIENTATIONS:
+        raise ConfigError("data.orientation", f"must be one of {ORIENTATIONS}, got {orientation!r}")
+    header = _header_names(path)
+    if header is not None:
+        dups = _duplicates(header[1:])
+        if dups:
+            what = "gene" if orientation == "samples_by_genes" else "sample"
+            raise InputError(path, f"duplicate {what} ids in the header: {_preview(dups)}")
+    df = io.read_table(path, index_col=0)
+    if df.shape[1] == 0:
+        raise InputError(path, "has only one column: no expression values (is the delimiter right?)")
+    if df.shape[0] == 0:
+        raise InputError(path, "has a header but no data rows")
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    row_what = "sample" if orientation == "samples_by_genes" else "gene"
+    dups = _duplicates(df.index)
+    if dups:
+        raise InputError(path, f"duplicate {row_what} ids in the first column: {_preview(dups)}")
+    if (df.index.str.strip() == "").any() or df.index.isna().any():
+        raise InputError(path, f"some rows have an empty {row_what} id in the first column")
+    df = _to_numeric(df, path)
+    if orientation == "genes_by_samples":
+        df = df.T
+    return df
+
+
+def _to_numeric(df, path):
+    bad_cols = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    for c in bad_cols:
+        conv = pd.to_numeric(df[c], errors="coerce")
+        bad = conv.isna() & df[c].notna()
+        if bad.any():
+            row = bad.idxmax()
+            raise InputError(
+                path,
+                f"non-numeric value {df.at[row, c]!r} in row {row!r}, column {c!r}"
+                f" ({int(bad.sum())} such cells in that column)",
+            )
+        df[c] = conv
+    values = df.to_numpy(dtype=np.float64, copy=False)
+    nan = np.isnan(values)
+    if nan.any():
+        r, c = np.argwhere(nan)[0]
+        raise InputError(
+            path,
+            f"{int(nan.sum())} missing values (empty or NA), first in row {df.index[r]!r}, "
+            f"column {df.columns[c]!r}; impute or remove them before running genovae",
+        )
+    inf = np.isinf(values)
+    if inf.any():
+        r, c = np.argwhere(inf)[0]
+        raise InputError(
+            path,
+            f"{int(inf.sum())} infinite values, first in row {df.index[r]!r}, column {df.columns[c]!r}",
+        )
+    return pd.DataFrame(values, index=df.index, columns=df.columns)
+
+
+def read_samples(path, id_column="sample_id"):
+    """Read a sample sheet (all columns as text)."""
+    df = io.read_table(path, dtype=str)
+    if df.shape[0] == 0:
+        raise InputError(path, "sample sheet has a header but no samples")
+    if id_column not in df.columns:
+        raise InputError(
+            path,
+            f"sample sheet has no '{id_column}' column (columns: {_preview(df.columns, 10)})",
+        )
+    ids = df[id_column]
+    if ids.isna().any() or (ids.str.strip() == "").any():
+        raise InputError(path, f"some rows have an empty '{id_column}'")
+    dups = _duplicates(ids)
+    if dups:
+        raise InputError(path, f"duplicate sample ids in '{id_column}': {_preview(dups)}")
+    return df.set_index(id_column, drop=False)
+
+
+def match_samples(matrix, sheet, expression_path, samples_path, orientation):
+    """Check that matrix and sheet list the same samples; order the matrix as the sheet."""
+    in_rows = set(matrix.index)
+    sheet_ids = set(sheet.index)
+    if not in_rows & sheet_ids and set(matrix.columns) & sheet_ids:
+        other = "genes_by_samples" if orientation == "samples_by_genes" else "samples_by_genes"
+        raise InputError(
+            expression_path,
+            f"the sample ids of {samples_path} are column names of this matrix, not row names: "
+            f"the matrix looks transposed; set data.orientation: {other}",
+        )
+    missing = [s for s in sheet.index if s not in in_rows]
+    extra = [s for s in matrix.index if s not in sheet_ids]
+    if missing:
+        raise InputError(
+            samples_path,
+            f"{len(missing)} sample(s) of the sample sheet are not in {expression_path}: "
+            f"{_preview(missing)}",
+        )
+    if extra:
+        raise InputError(
+            expression_path,
+            f"{len(extra)} sample(s) of the matrix are not in the sample sheet {samples_path}: "
+            f"{_preview(extra)}",
+        )
+    return matrix.loc[sheet.index]
+
+
+def check_values(matrix, value_type, path):
+    if value_type not in VALUE_TYPES:
+        raise ConfigError("data.value_type", f"must be one of {VALUE_TYPES}, got {value_type!r}")
+    values = matrix.to_numpy()
+    if value_type == "counts":
+        if (values < 0).any():
+            r, c = np.argwhere(values < 0)[0]
+            raise InputError(
+                path,
+                f"negative value {values[r, c]:g} (row {matrix.index[r]!r}, column "
+                f"{matrix.columns[c]!r}) but data.value_type is 'counts'; counts cannot be negative",
+            )
+        frac = np.abs(values - np.round(values)) > 1e-6
+        if frac.any():
+            r, c = np.argwhere(frac)[0]
+            raise InputError(
+                path,
+                f"non-integer value {values[r, c]:g} (row {matrix.index[r]!r}, column "
+                f"{matrix.columns[c]!r}) but data.value_type is 'counts'; for normalised "
+                f"values use value_type 'intensity' (not logged) or 'log'",
+            )
+
+
+def drop_empty(matrix, value_type, path, warnings):
+    """Drop all-zero samples and (for counts/intensity) all-zero genes, with warnings."""
+    values = matrix.to_numpy()
+    zero_samples = ~values.any(axis=1)
+    if zero_samples.any():
+        dropped = matrix.index[zero_samples].tolist()
+        msg = f"{path}: dropped {len(dropped)} sample(s) whose values are all zero: {_preview(dropped)}"
+        log.warning(msg)
+        warnings.append(msg)
+        matrix = matrix.loc[~zero_samples]
+    if value_type in ("counts", "intensity"):
+        zero_genes = ~matrix.to_numpy().any(axis=0)
+        if zero_genes.any():
+            msg = f"{path}: dropped {int(zero_genes.sum())} gene(s) that are zero in every sample"
+            log.warning(msg)
+            warnings.append(msg)
+            matrix = matrix.loc[:, ~zero_genes]
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise InputError(path, "no samples or no genes are left after dropping all-zero ones")
+    return matrix
+
+
+def check_condition(sheet, condition, case, control, min_per_group, path):
+    """The condition column must exist, be complete and have two usable groups."""
+    if condition not in sheet.columns:
+        raise InputError(
+            path,
+            f"has no column '{condition}' (analysis.condition); columns: {_preview(sheet.columns, 10)}",
+        )
+    values = sheet[condition]
+    empty = values.isna() | (values.str.strip() == "")
+    if empty.any():
+        raise InputError(
+            path,
+            f"column '{condition}' is empty for {int(empty.sum())} sample(s): "
+            f"{_preview(sheet.index[empty])}",
+        )
+    counts = values.value_counts()
+    if len(counts) < 2:
+        raise InputError(
+            path,
+            f"column '{condition}' has only one group ({_preview(counts.index)}); "
+            f"a contrast needs at least two",
+        )
+    for key, level in (("analysis.case", case), ("analysis.control", control)):
+        if level is not None and level not in counts.index:
+            raise ConfigError(
+                key, f"{level!r} is not a value of column '{condition}' in {path} "
+                f"(values: {_preview(counts.index, 10)})",
+            )
+    if (case is None) != (control is None):
+        raise ConfigError("analysis.case", "set both analysis.case and analysis.control, or neither")
+    if case is not None and case == control:
+        raise ConfigError("analysis.control", "case and control must differ")
+    small = counts[counts < min_per_group]
+    if len(small):
+        raise InputError(
+            path,
+            f"group(s) of column '{condition}' too small to split into train/validation/test "
+            f"(need at least {min_per_group} samples each): "
+            + ", ".join(f"{k!r} has {v}" for k, v in small.items()),
+        )
+    return counts
+
+
+def read_genes(path, genes):
+    """Optional gene annotation: first column = gene id as in the matrix."""
+    ann = io.read_table(path, dtype=str)
+    if ann.shape[1] < 1 or ann.shape[0] == 0:
+        raise InputError(path, "gene annotation has no rows")
+    key = ann.columns[0]
+    ann = ann.drop_duplicates(subset=key).set_index(key)
+    ann.index = ann.index.astype(str)
+    covered = ann.index.intersection(genes)
+    if len(covered) == 0:
+        raise InputError(path, f"none of its ids (first column '{key}') are genes of the matrix")
+    out = ann.reindex(genes)
+    out.index.name = "gene"
+    return out
+
+
+def min_group_size(split_fractions):
+    """Each group needs one sample for every split with a non-zero fraction."""
+    return max(2, sum(1 for f in split_fractions.values() if f > 0))
+
+
+def collect(
+    expression,
+    samples,
+    *,
+    out_matrix,
+    out_samples,
+    out_genes,
+    out_manifest,
+    orientation="samples_by_genes",
+    value_type="log",
+    condition="condition",
+    case=None,
+    control=None,
+    split=None,
+    genes=None,
+    sample_id_column="sample_id",
+):
+    """Validate the inputs and write the canonical matrix, sheet, genes and manifest."""
+    split = split or {"train": 0.7, "val": 0.15, "test": 0.15}
+    warnings = []
+    sheet = read_samples(samples, sample_id_column)
+    raw = read_expression(expression, orientation)
+    shape_before = list(raw.shape)
+    matrix = match_samples(raw, sheet, expression, samples, orientation)
+    check_values(matrix, value_type, expression)
+    matrix = drop_empty(matrix, value_type, expression, warnings)
+    sheet = sheet.loc[matrix.index]
+    check_condition(sheet, condition, case, control, min_group_size(split), samples)
+    annotation = (
+        read_genes(genes, matrix.columns)
+        if genes
+        else pd.DataFrame(index=pd.Index(matrix.columns, name="gene"))
+    )
+    manifest = {
+        "inputs": [_describe(expression, "expression"), _describe(samples, "samples")]
+        + ([_describe(genes, "genes")] if genes else []),
+        "orientation": orientation,
+        "value_type": value_type,
+        "shape_before": shape_before,
+        "shape_after": list(matrix.shape),
+        "warnings": warnings,
+    }
+    write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest)
+    log.info("collected %d samples x %d genes from %s", *matrix.shape, expression)
+    return manifest
+
+
+def _describe(path, role):
+    kind, _ = io.table_format(path)
+    return {
+        "role": role,
+        "path": str(path),
+        "sha256": io.sha256sum(path),
+        "bytes": Path(path).stat().st_size,
+        "parser": "parquet" if kind == "parquet" else "delimited-text",
+    }
+
+
+def write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest):
+    io.write_matrix(out_matrix, matrix)
+    io.write_tsv(out_samples, sheet.reset_index(drop=True))
+    io.write_tsv(out_genes, annotation.reset_index())
+    io.write_json(out_manifest, manifest)

@@ -1,0 +1,61 @@
+"""The preprocessed cohort as tensors: model inputs, likelihood targets, library sizes.
+
+Every split is held as one preloaded tensor (on the training device); batches
+are slices by index, never a per-sample Dataset/DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import io
+
+
+@dataclass
+class Cohort:
+    sample_ids: np.ndarray
+    split: np.ndarray  # "train" / "val" / "test" per sample
+    condition: np.ndarray
+    x: np.ndarray  # model inputs (preprocessed), float32
+    target: np.ndarray  # likelihood targets: x, or raw counts for nb
+    library: np.ndarray  # library size over the modelled genes (nb offset)
+    library_all: np.ndarray  # library size over all genes (normalisation)
+    genes: list
+
+    def mask(self, name):
+        return self.split == name
+
+    def tensors(self, name, device):
+        m = self.split == name if name != "all" else np.ones(len(self.split), bool)
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a[m]), dtype=torch.float32, device=device)  # noqa: E731
+        return as_t(self.x), as_t(self.target), as_t(self.library)
+
+
+def load_cohort(features_path, split_path, matrix_path, likelihood):
+    features = io.read_matrix(features_path)
+    split = pd.read_csv(split_path, sep="\t", dtype={"sample_id": str, "split": str, "condition": str})
+    split = split.set_index("sample_id").loc[features.index]
+    x = features.to_numpy(dtype=np.float32)
+    genes = list(features.columns)
+    if likelihood == "nb":
+        counts = pd.read_parquet(matrix_path, columns=genes).to_numpy(dtype=np.float32)
+        target = counts
+    else:
+        target = x
+    library = (
+        target.sum(axis=1).astype(np.float32) if likelihood == "nb" else np.ones(len(x), np.float32)
+    )
+    return Cohort(
+        sample_ids=features.index.to_numpy(),
+        split=split["split"].to_numpy(),
+        condition=split["condition"].to_numpy(),
+        x=x,
+        target=target,
+        library=library,
+        library_all=split["library_size"].to_numpy(dtype=np.float64),
+        genes=genes,
+    )

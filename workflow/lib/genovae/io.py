@@ -1,0 +1,194 @@
+"""Reading tables and writing outputs atomically.
+
+Readers accept TSV/CSV/TXT (optionally gzip-compressed) and Parquet. Every
+failure is turned into an :class:`~genovae.errors.InputError` naming the file.
+Writers write to a temporary file in the destination folder and rename it into
+place, so a killed job never leaves a plausible partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+TEXT_SUFFIXES = {".tsv": "\t", ".txt": "\t", ".tab": "\t", ".csv": ","}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def _suffixes(path):
+    parts = [s.lower() for s in Path(path).suffixes]
+    compressed = bool(parts) and parts[-1] == ".gz"
+    if compressed:
+        parts = parts[:-1]
+    return (parts[-1] if parts else ""), compressed
+
+
+def table_format(path):
+    """Return ('parquet', None) or ('text', separator) for a file name."""
+    ext, _ = _suffixes(path)
+    if ext in PARQUET_SUFFIXES:
+        return "parquet", None
+    if ext in TEXT_SUFFIXES:
+        return "text", TEXT_SUFFIXES[ext]
+    raise InputError(
+        path,
+        "unknown file type; use .tsv, .txt, .csv (optionally .gz) or .parquet",
+    )
+
+
+def sha256sum(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_readable(path):
+    p = Path(path)
+    if not p.exists():
+        raise InputError(path, "file not found")
+    if p.is_dir():
+        raise InputError(path, "is a folder, not a file")
+    if not os.access(p, os.R_OK):
+        raise InputError(path, "file is not readable (check its permissions)")
+    if p.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+
+
+def _sniff_text(path, sep):
+    """Read the first line and catch a wrong delimiter before pandas does."""
+    opener = gzip.open if _suffixes(path)[1] else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
+    if not first.strip():
+        raise InputError(path, "the first line (header) is empty")
+    other = "," if sep == "\t" else "\t"
+    if sep not in first and other in first:
+        names = {",": "comma", "\t": "tab"}
+        raise InputError(
+            path,
+            f"the header has no {names[sep]} but has {names[other]}s: the file is "
+            f"{names[other]}-separated but its name says {names[sep]}-separated; "
+            f"rename it (.csv for comma, .tsv for tab)",
+        )
+
+
+def read_table(path, index_col=None, dtype=None):
+    """Read a TSV/CSV(.gz) or Parquet table as strings unless ``dtype`` says otherwise."""
+    _check_readable(path)
+    kind, sep = table_format(path)
+    if kind == "parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types
+            raise InputError(path, f"cannot be read as Parquet ({exc})")
+        if index_col is not None and df.index.name is None:
+            # a Parquet written by pandas keeps its index; else use the first column
+            df = df.set_index(df.columns[0])
+        return df
+    _sniff_text(path, sep)
+    try:
+        return pd.read_csv(
+            path,
+            sep=sep,
+            index_col=index_col,
+            dtype=dtype,
+            keep_default_na=False,
+            na_values=[""],
+            comment=None,
+            low_memory=False,
+        )
+    except pd.errors.ParserError as exc:
+        msg = str(exc).strip().splitlines()[-1]
+        raise InputError(path, f"rows have different numbers of fields ({msg})")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not UTF-8 text ({exc.reason}); is it a binary file?")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "file has no columns")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc})")
+
+
+# ---------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename onto it on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_tsv(path, df, index=False, float_format="%.6g"):
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=index, float_format=float_format)
+
+
+def write_matrix(path, df):
+    """Write a samples x genes float32 matrix as Parquet (index = sample ids)."""
+    out = df.astype(np.float32, copy=False)
+    out.index.name = "sample_id"
+    out.columns = out.columns.astype(str)
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp, engine="pyarrow", index=True)
+
+
+def read_matrix(path):
+    """Read a canonical matrix written by :func:`write_matrix`."""
+    df = pd.read_parquet(path)
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    return df
+
+
+def to_jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def read_json(path):
+    with open(path) as fh:
+        return json.load(fh)

@@ -1,0 +1,195 @@
+"""The retrain loop: settings of round r, and selection of the final model.
+
+Strategies for round r > 1:
+
+* ``warm_start``: start from round r-1's weights, train
+  ``epochs * epochs_factor^(r-1)`` epochs at ``lr * lr_factor^(r-1)``;
+* ``reseed``: train from scratch with seed ``seed + (r-1)`` (a new
+  initialisation and batch order), same epochs and learning rate.
+
+The loop ends at the first round whose decision passes, or at
+``retrain.max_rounds``; the selected model is the best round by the metric
+(ties: the earliest), which is the passing round when one passed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ConfigError
+from .evaluate import better
+
+STRATEGIES = ("warm_start", "reseed")
+
+
+def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_factor=1.5, lr_factor=0.5):
+    r = int(round_)
+    if r < 1:
+        raise ConfigError("round", f"rounds start at 1, got {r}")
+    if strategy not in STRATEGIES:
+        raise ConfigError("retrain.strategy", f"must be one of {STRATEGIES}, got {strategy!r}")
+    if r == 1:
+        return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed), "warm_start": False}
+    if strategy == "warm_start":
+        return {
+            "epochs": int(math.ceil(epochs * epochs_factor ** (r - 1))),
+            "lr": float(lr * lr_factor ** (r - 1)),
+            "seed": int(seed) + r - 1,
+            "warm_start": True,
+        }
+    return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed) + r - 1, "warm_start": False}
+
+
+def loop_continues(decision, round_, max_rounds):
+    """Whether another round follows ``round_`` given its decision."""
+    return (not decision["passed"]) and int(round_) < int(max_rounds)
+
+
+def select_round(decisions):
+    """Pick the best round from a list of decision dicts (each with 'round')."""
+    if not decisions:
+        raise ValueError("no rounds to select from")
+    metric = decisions[0]["metric"]
+    best = decisions[0]
+    for d in decisions[1:]:
+        if better(d["value"], best["value"], metric):
+            best = d
+    return int(best["round"])
+
+
+# --------------------------------------------------------------- rule steps
+def train_round(
+    *,
+    features,
+    split,
+    matrix,
+    previous,
+    out_model,
+    out_history,
+    out_info,
+    round_,
+    model_config,
+    train_config,
+    threads=1,
+    progress=None,
+):
+    """Train round ``round_`` (optionally warm-started) and write model, history, info."""
+    import logging
+
+    import torch
+
+    from . import io
+    from .dataset import load_cohort
+    from .model import save_model
+    from .train import train_vae
+
+    log = logging.getLogger(__name__)
+    cfg = dict(train_config)
+    warm = cfg.pop("warm_start", False)
+    init_state = None
+    if warm and previous:
+        blob = torch.load(previous, map_location="cpu", weights_only=True)
+        init_state = blob["state_dict"]
+        log.info("round %d warm-starts from %s", round_, previous)
+    cohort = load_cohort(features, split, matrix, model_config["likelihood"])
+    model, history, info = train_vae(
+        cohort,
+        model_config=model_config,
+        init_state=init_state,
+        threads=threads,
+        progress=progress,
+        **cfg,
+    )
+    info.update(round=int(round_), warm_start=bool(warm and previous), settings=train_config)
+    history.insert(0, "round", int(round_))
+    io.write_tsv(out_history, history)
+    io.write_json(out_info, info)
+    save_model(out_model, model, {"round": int(round_), "genes": cohort.genes, "info": io.to_jsonable(info)})
+    log.info(
+        "round %d: %d epochs, best epoch %d, best val loss %.4g, device %s",
+        round_,
+        info["epochs_run"],
+        info["best_epoch"],
+        info["best_val_loss"],
+        info["device"]["used"],
+    )
+    return info
+
+
+def evaluate_round(*, model, features, split, matrix, transform, out_metrics, round_):
+    from . import io
+    from .dataset import load_cohort
+    from .evaluate import split_metrics
+    from .model import load_model
+    from .preprocess import Transform
+
+    vae, blob = load_model(model)
+    t = Transform.load(transform)
+    cohort = load_cohort(features, split, matrix, vae.likelihood)
+    metrics = {"round": int(round_)}
+    metrics.update(split_metrics(vae, cohort, t, "train"))
+    metrics.update(split_metrics(vae, cohort, t, "val"))
+    metrics["best_epoch"] = blob["info"]["best_epoch"]
+    metrics["epochs_run"] = blob["info"]["epochs_run"]
+    io.write_json(out_metrics, metrics)
+    return metrics
+
+
+def decide_round(*, metrics, out_decision, round_, metric, threshold):
+    import logging
+
+    from . import io
+    from .evaluate import decide
+
+    m = io.read_json(metrics)
+    decision = {"round": int(round_), **decide(m, metric, threshold)}
+    io.write_json(out_decision, decision)
+    logging.getLogger(__name__).info(
+        "round %d: %s = %.4g (%s), threshold %g: %s",
+        round_,
+        metric,
+        decision["value"],
+        decision["direction"],
+        threshold,
+        "passed" if decision["passed"] else "not met",
+    )
+    return decision
+
+
+def select_model(*, decisions, models, out_model, out_selection, out_rounds, metric, threshold, max_rounds):
+    import shutil
+
+    import pandas as pd
+    import torch
+
+    from . import io
+
+    ds = [io.read_json(p) for p in decisions]
+    for d in ds:
+        if d["metric"] != metric or d["threshold"] != threshold:
+            raise ConfigError("retrain", "a round decision is stale (metric or threshold changed); rerun")
+    selected = select_round(ds)
+    by_round = {int(d["round"]): m for d, m in zip(ds, models)}
+    src = by_round[selected]
+    with io.atomic_path(out_model) as tmp:
+        shutil.copyfile(src, tmp)
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    met = any(d["passed"] for d in ds)
+    selection = {
+        "metric": metric,
+        "threshold": threshold,
+        "max_rounds": int(max_rounds),
+        "rounds_run": len(ds),
+        "selected_round": selected,
+        "threshold_met": met,
+        "rounds": [
+            {"round": d["round"], "metric": d["metric"], "value": d["value"], "passed": d["passed"]} for d in ds
+        ],
+        "device": blob["info"]["device"],
+        "train_info": blob["info"],
+    }
+    io.write_json(out_selection, selection)
+    table = pd.DataFrame(selection["rounds"])
+    table["selected"] = table["round"] == selected
+    io.write_tsv(out_rounds, table)
+    return selection

@@ -1,0 +1,48 @@
+"""summary.json: the run at a glance (data, rounds, selected model, metrics)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from . import io
+from .risk import ranking_metrics
+
+HEADLINE = ("recon_mse", "r2", "loss", "kl", "active_units", "pca_recon_mse", "mse_ratio_pca")
+
+
+def summarize(*, run, manifest, split, transform, selection, test, risk, truth, out_summary):
+    man = io.read_json(manifest)
+    sel = io.read_json(selection)
+    met = io.read_json(test)
+    tr = io.read_json(transform)
+    sp = pd.read_csv(split, sep="\t", dtype={"sample_id": str})
+    metrics = {
+        f"{part}_{k}": met[f"{part}_{k}"] for part in ("val", "test") for k in HEADLINE if f"{part}_{k}" in met
+    }
+    summary = {
+        "run": run,
+        "n_samples": int(len(sp)),
+        "n_genes": len(tr["genes"]),
+        "n_genes_input": int(man["shape_after"][1]),
+        "value_type": man["value_type"],
+        "split": sp["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).to_dict(),
+        "groups": sp["condition"].value_counts().sort_index().to_dict(),
+        "device": sel["device"]["used"],
+        "device_name": sel["device"]["name"],
+        "device_note": sel["device"].get("fallback"),
+        "rounds_run": sel["rounds_run"],
+        "max_rounds": sel["max_rounds"],
+        "selected_round": sel["selected_round"],
+        "metric": sel["metric"],
+        "threshold": sel["threshold"],
+        "threshold_met": sel["threshold_met"],
+        "rounds": sel["rounds"],
+        "metrics": metrics,
+        "warnings": man.get("warnings", []),
+    }
+    if truth:
+        planted = pd.read_csv(truth, sep="\t")["gene"].astype(str).tolist()
+        r = pd.read_csv(risk, sep="\t", dtype={"gene": str})
+        summary["ranking"] = ranking_metrics(r, planted)
+    io.write_json(out_summary, summary)
+    return summary

@@ -1,0 +1,198 @@
+"""The training loop: device choice, seeds, KL warm-up, early stopping, history.
+
+The whole split lives on the device as one tensor; each epoch draws a seeded
+permutation on the device and slices batches from it. Losses are accumulated on
+the device and read back once per epoch (no per-step host synchronisation).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ConfigError, TrainingError
+from .model import VAE
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(spec="auto"):
+    """Return (torch.device, info). ``auto`` picks CUDA when usable, else CPU."""
+    spec = str(spec or "auto")
+    info = {"requested": spec, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    cuda_ok = torch.cuda.is_available()
+    if spec == "auto":
+        if cuda_ok:
+            dev = torch.device("cuda")
+        else:
+            dev = torch.device("cpu")
+            note = "no usable CUDA device"
+            if info["cuda_visible_devices"]:
+                note += f" although CUDA_VISIBLE_DEVICES={info['cuda_visible_devices']}"
+            info["fallback"] = note + "; training on CPU"
+            log.warning(info["fallback"])
+    elif spec == "cpu":
+        dev = torch.device("cpu")
+    elif spec.startswith("cuda"):
+        if not cuda_ok:
+            raise ConfigError("train.device", f"{spec!r} was requested but no CUDA device is usable here; use 'auto' or 'cpu'")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError("train.device", f"{spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    else:
+        raise ConfigError("train.device", f"must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    info["used"] = str(dev)
+    info["name"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    return dev, info
+
+
+def set_seeds(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _optimizer(params, lr, weight_decay, device):
+    kwargs = dict(lr=lr, weight_decay=weight_decay)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **kwargs)
+
+
+@torch.no_grad()
+def evaluate_loss(model, x, target, library, beta=1.0, batch_size=4096):
+    """Mean loss, recon and KL over a split using latent means (deterministic)."""
+    model.eval()
+    tot = torch.zeros(3, device=x.device)
+    for i in range(0, x.shape[0], batch_size):
+        sl = slice(i, i + batch_size)
+        loss, recon, kl = model(x[sl], target[sl], library[sl], beta=beta, sample=False)
+        tot += torch.stack([loss, recon, kl]) * x[sl].shape[0]
+    return tot / x.shape[0]
+
+
+def train_vae(
+    cohort,
+    *,
+    model_config,
+    epochs=200,
+    batch_size=64,
+    lr=1e-3,
+    weight_decay=0.0,
+    beta=1.0,
+    kl_warmup_epochs=20,
+    patience=20,
+    min_delta=0.0,
+    seed=1,
+    device="auto",
+    threads=1,
+    deterministic=True,
+    init_state=None,
+    progress=None,
+):
+    """Train a VAE on ``cohort``'s train split with early stopping on val loss.
+
+    Returns (model on CPU, history DataFrame, info dict).
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+    set_seeds(seed, deterministic)
+    dev, dev_info = resolve_device(device)
+    x_tr, t_tr, l_tr = cohort.tensors("train", dev)
+    x_va, t_va, l_va = cohort.tensors("val", dev)
+    n = x_tr.shape[0]
+    if n < 2:
+        raise TrainingError("the train split has fewer than 2 samples")
+    model = VAE(n_genes=x_tr.shape[1], **model_config).to(dev)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    opt = _optimizer(model.parameters(), lr, weight_decay, dev)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    bs = max(1, min(int(batch_size), n))
+    best = (float("inf"), -1, None)
+    rows = []
+    stream = progress if progress is not None else sys.stderr
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=epochs, file=stream, desc="train", mininterval=1.0, ascii=True)
+    except ImportError:  # pragma: no cover
+        bar = None
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        warm = beta * min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs > 0 else beta
+        perm = torch.randperm(n, generator=gen, device=dev)
+        acc = torch.zeros(3, device=dev)
+        n_seen = 0
+        for i in range(0, n, bs):
+            idx = perm[i : i + bs]
+            if idx.numel() < 2 and model.config["batch_norm"]:
+                continue  # BatchNorm cannot normalise a batch of one
+            loss, recon, kl = model(x_tr[idx], t_tr[idx], l_tr[idx], beta=warm)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
+            n_seen += idx.numel()
+        val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
+        both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
+        row = dict(
+            epoch=epoch,
+            beta=warm,
+            train_loss=both[0],
+            train_recon=both[1],
+            train_kl=both[2],
+            val_loss=both[3],
+            val_recon=both[4],
+            val_kl=both[5],
+        )
+        if not np.all(np.isfinite(both)):
+            raise TrainingError(
+                f"training diverged at epoch {epoch}: the loss became NaN or infinite "
+                f"(train loss {both[0]:g}, val loss {both[3]:g}); lower train.lr "
+                f"(now {lr:g}) or check the input scaling"
+            )
+        rows.append(row)
+        if bar is not None:
+            bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
+            bar.update(1)
+        # early stopping only once the KL weight has reached its final value
+        if epoch >= kl_warmup_epochs:
+            if row["val_loss"] < best[0] - min_delta:
+                best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
+            elif epoch - best[1] >= patience:
+                log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
+                break
+    if bar is not None:
+        bar.close()
+    if best[2] is None:  # warm-up longer than training: keep the last weights
+        best = (rows[-1]["val_loss"], rows[-1]["epoch"], copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    model = model.cpu().eval()
+    history = pd.DataFrame(rows)
+    info = {
+        "device": dev_info,
+        "epochs_run": int(len(rows)),
+        "best_epoch": int(best[1]),
+        "best_val_loss": float(best[0]),
+        "seconds": time.perf_counter() - t0,
+        "seed": int(seed),
+        "threads": int(torch.get_num_threads()),
+        "torch": str(torch.__version__),
+    }
+    return model, history, info

@@ -1,0 +1,31 @@
+rule apply_model:
+    input:
+        model=f"{R}/model/model.pt",
+        features=f"{R}/preprocess/features.parquet",
+        split=f"{R}/preprocess/split.tsv",
+        matrix=f"{R}/data/matrix.parquet",
+        transform=f"{R}/preprocess/transform.json",
+        genes=f"{R}/data/genes.tsv",
+    output:
+        latent=report(
+            f"{R}/latent.tsv",
+            caption="../report/latent_table.rst",
+            category="3. Latent space",
+        ),
+        errors=f"{R}/reconstruction_error.tsv",
+        risk=report(
+            f"{R}/risk_genes.tsv",
+            caption="../report/risk_genes.rst",
+            category="4. Risk genes",
+        ),
+        dims=f"{R}/latent_dims.tsv",
+        test=f"{R}/model/test_metrics.json",
+    params:
+        risk=risk_params(),
+    threads: config["train"]["threads"]
+    log:
+        f"{R}/logs/apply_model.log",
+    benchmark:
+        f"{R}/benchmarks/apply_model.tsv"
+    script:
+        "../scripts/apply_model.py"

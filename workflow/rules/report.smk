@@ -1,0 +1,68 @@
+rule plots:
+    input:
+        histories=loop_histories,
+        selection=f"{R}/model/selection.json",
+        latent=f"{R}/latent.tsv",
+        errors=f"{R}/reconstruction_error.tsv",
+        risk=f"{R}/risk_genes.tsv",
+        features=f"{R}/preprocess/features.parquet",
+    output:
+        loss=report(
+            f"{R}/plots/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="1. Training",
+        ),
+        latent=report(
+            f"{R}/plots/latent_space.png",
+            caption="../report/latent_space.rst",
+            category="3. Latent space",
+        ),
+        errors=report(
+            f"{R}/plots/reconstruction_error.png",
+            caption="../report/reconstruction_error.rst",
+            category="2. Evaluation",
+        ),
+        volcano=report(
+            f"{R}/plots/volcano.png",
+            caption="../report/volcano.rst",
+            category="4. Risk genes",
+        ),
+        heatmap=report(
+            f"{R}/plots/risk_heatmap.png",
+            caption="../report/risk_heatmap.rst",
+            category="4. Risk genes",
+        ),
+    params:
+        plots=config["plots"],
+        metric=config["retrain"]["metric"],
+    log:
+        f"{R}/logs/plots.log",
+    benchmark:
+        f"{R}/benchmarks/plots.tsv"
+    script:
+        "../scripts/plots.py"
+
+
+rule summarize:
+    input:
+        manifest=f"{R}/data/manifest.json",
+        split=f"{R}/preprocess/split.tsv",
+        transform=f"{R}/preprocess/transform.json",
+        selection=f"{R}/model/selection.json",
+        test=f"{R}/model/test_metrics.json",
+        risk=f"{R}/risk_genes.tsv",
+        truth=truth_file(),
+    output:
+        summary=report(
+            f"{R}/summary.json",
+            caption="../report/summary.rst",
+            category="2. Evaluation",
+        ),
+    params:
+        run=config["run"],
+    log:
+        f"{R}/logs/summarize.log",
+    benchmark:
+        f"{R}/benchmarks/summarize.tsv"
+    script:
+        "../scripts/summarize.py"

@@ -1,0 +1,87 @@
+# The retrain loop: train round r -> evaluate -> decide (checkpoint). The
+# select_model input function walks the rounds until one passes or
+# retrain.max_rounds is reached (see loop_decisions in common.smk).
+
+
+rule train:
+    input:
+        features=f"{R}/preprocess/features.parquet",
+        split=f"{R}/preprocess/split.tsv",
+        matrix=f"{R}/data/matrix.parquet",
+        previous=previous_model,
+    output:
+        model=f"{R}/rounds/{{round}}/model.pt",
+        history=f"{R}/rounds/{{round}}/history.tsv",
+        info=f"{R}/rounds/{{round}}/train_info.json",
+    params:
+        model=model_params(),
+        train=train_params,
+    threads: config["train"]["threads"]
+    wildcard_constraints:
+        round=r"\d+",
+    log:
+        f"{R}/logs/train/round_{{round}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/round_{{round}}.tsv"
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate:
+    input:
+        model=f"{R}/rounds/{{round}}/model.pt",
+        features=f"{R}/preprocess/features.parquet",
+        split=f"{R}/preprocess/split.tsv",
+        matrix=f"{R}/data/matrix.parquet",
+        transform=f"{R}/preprocess/transform.json",
+    output:
+        metrics=f"{R}/rounds/{{round}}/metrics.json",
+    wildcard_constraints:
+        round=r"\d+",
+    log:
+        f"{R}/logs/evaluate/round_{{round}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/round_{{round}}.tsv"
+    script:
+        "../scripts/evaluate.py"
+
+
+checkpoint decide:
+    input:
+        metrics=f"{R}/rounds/{{round}}/metrics.json",
+    output:
+        decision=f"{R}/rounds/{{round}}/decision.json",
+    params:
+        decide=decide_params(),
+    wildcard_constraints:
+        round=r"\d+",
+    log:
+        f"{R}/logs/decide/round_{{round}}.log",
+    benchmark:
+        f"{R}/benchmarks/decide/round_{{round}}.tsv"
+    script:
+        "../scripts/decide.py"
+
+
+rule select_model:
+    input:
+        decisions=loop_decisions,
+        models=loop_models,
+    output:
+        model=f"{R}/model/model.pt",
+        selection=f"{R}/model/selection.json",
+        rounds=report(
+            f"{R}/model/rounds.tsv",
+            caption="../report/rounds.rst",
+            category="1. Training",
+            labels={"table": "round decisions"},
+        ),
+    params:
+        decide=decide_params(),
+        max_rounds=config["retrain"]["max_rounds"],
+    log:
+        f"{R}/logs/select_model.log",
+    benchmark:
+        f"{R}/benchmarks/select_model.tsv"
+    script:
+        "../scripts/select_model.py"

@@ -1,0 +1,17 @@
+"""Checkpoint decide: does this round meet the retrain threshold?"""
+
+from _bootstrap import run_rule
+
+from genovae.rounds import decide_round
+
+
+def step(sm, _log):
+    decide_round(
+        metrics=sm.input.metrics,
+        out_decision=sm.output.decision,
+        round_=int(sm.wildcards.round),
+        **sm.params.decide,
+    )
+
+
+run_rule(snakemake, step)  # noqa: F821

@@ -1,0 +1,22 @@
+"""Rule summarize: summary.json of the run."""
+
+from _bootstrap import run_rule
+
+from genovae.summary import summarize
+
+
+def step(sm, _log):
+    summarize(
+        run=sm.params.run,
+        manifest=sm.input.manifest,
+        split=sm.input.split,
+        transform=sm.input.transform,
+        selection=sm.input.selection,
+        test=sm.input.test,
+        risk=sm.input.risk,
+        truth=sm.input.get("truth") or None,
+        out_summary=sm.output.summary,
+    )
+
+
+run_rule(snakemake, step)  # noqa: F821
