@@ -20,12 +20,14 @@ rule apply_model:
         ),
         dims=f"{R}/latent_dims.tsv",
         test=f"{R}/model/test_metrics.json",
-    params:
-        risk=risk_params(),
-    threads: config["train"]["threads"]
     log:
         f"{R}/logs/apply_model.log",
     benchmark:
         f"{R}/benchmarks/apply_model.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: config["train"]["threads"]
+    params:
+        risk=risk_params(),
     script:
         "../scripts/apply_model.py"

@@ -7,12 +7,14 @@ if SIMULATE:
             genes=f"{R}/data/genes.tsv",
             manifest=f"{R}/data/manifest.json",
             truth=f"{R}/data/truth.tsv",
-        params:
-            collect=collect_params(),
         log:
             f"{R}/logs/simulate.log",
         benchmark:
             f"{R}/benchmarks/simulate.tsv"
+        conda:
+            "../../envs/data.yaml"
+        params:
+            collect=collect_params(),
         script:
             "../scripts/simulate.py"
 
@@ -26,11 +28,13 @@ else:
             samples=f"{R}/data/samples.tsv",
             genes=f"{R}/data/genes.tsv",
             manifest=f"{R}/data/manifest.json",
-        params:
-            collect=collect_params(),
         log:
             f"{R}/logs/collect.log",
         benchmark:
             f"{R}/benchmarks/collect.tsv"
+        conda:
+            "../../envs/data.yaml"
+        params:
+            collect=collect_params(),
         script:
             "../scripts/collect.py"

@@ -1,19 +1,23 @@
-# Helpers shared by the rule files: config/sample-sheet validation, paths,
+# Helpers shared by all stages - config and sample-sheet validation, paths,
 # the params each rule depends on, and the retrain loop's input function.
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
+from genovae.config import coerce_types  # noqa: E402
 from genovae.rounds import loop_continues, round_settings  # noqa: E402
 
-
+# nested --config overrides arrive as strings: type them by the schema, then validate
+with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as fh:
+    config.update(coerce_types(config, yaml.safe_load(fh)))
 validate(config, "../schemas/config.schema.yaml")
 
 R = f"results/{config['run']}"
@@ -31,13 +35,9 @@ def check_config():
             if not data[key]:
                 config_error(f"data.{key}", "is required when data.source is 'file'")
     elif config["analysis"]["condition"] != "condition":
-        config_error(
-            "analysis.condition", "simulated cohorts label samples in column 'condition'"
-        )
+        config_error("analysis.condition", "simulated cohorts label samples in column 'condition'")
     if model["likelihood"] == "nb" and value_type() != "counts":
-        config_error(
-            "model.likelihood", "'nb' models raw counts: set data.value_type: counts"
-        )
+        config_error("model.likelihood", "'nb' models raw counts: set data.value_type: counts")
     if model["likelihood"] == "bernoulli" and pre["scaling"] != "minmax":
         config_error(
             "model.likelihood",

@@ -6,11 +6,13 @@ rule preprocess:
         features=f"{R}/preprocess/features.parquet",
         split=f"{R}/preprocess/split.tsv",
         transform=f"{R}/preprocess/transform.json",
-    params:
-        preprocess=preprocess_params(),
     log:
         f"{R}/logs/preprocess.log",
     benchmark:
         f"{R}/benchmarks/preprocess.tsv"
+    conda:
+        "../../envs/data.yaml"
+    params:
+        preprocess=preprocess_params(),
     script:
         "../scripts/preprocess.py"

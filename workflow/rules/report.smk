@@ -32,13 +32,15 @@ rule plots:
             caption="../report/risk_heatmap.rst",
             category="4. Risk genes",
         ),
-    params:
-        plots=config["plots"],
-        metric=config["retrain"]["metric"],
     log:
         f"{R}/logs/plots.log",
     benchmark:
         f"{R}/benchmarks/plots.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        plots=config["plots"],
+        metric=config["retrain"]["metric"],
     script:
         "../scripts/plots.py"
 
@@ -58,11 +60,13 @@ rule summarize:
             caption="../report/summary.rst",
             category="2. Evaluation",
         ),
-    params:
-        run=config["run"],
     log:
         f"{R}/logs/summarize.log",
     benchmark:
         f"{R}/benchmarks/summarize.tsv"
+    conda:
+        "../../envs/model.yaml"
+    params:
+        run=config["run"],
     script:
         "../scripts/summarize.py"

@@ -13,16 +13,18 @@ rule train:
         model=f"{R}/rounds/{{round}}/model.pt",
         history=f"{R}/rounds/{{round}}/history.tsv",
         info=f"{R}/rounds/{{round}}/train_info.json",
-    params:
-        model=model_params(),
-        train=train_params,
-    threads: config["train"]["threads"]
-    wildcard_constraints:
-        round=r"\d+",
     log:
         f"{R}/logs/train/round_{{round}}.log",
     benchmark:
         f"{R}/benchmarks/train/round_{{round}}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
+    conda:
+        "../../envs/model.yaml"
+    threads: config["train"]["threads"]
+    params:
+        model=model_params(),
+        train=train_params,
     script:
         "../scripts/train.py"
 
@@ -36,12 +38,14 @@ rule evaluate:
         transform=f"{R}/preprocess/transform.json",
     output:
         metrics=f"{R}/rounds/{{round}}/metrics.json",
-    wildcard_constraints:
-        round=r"\d+",
     log:
         f"{R}/logs/evaluate/round_{{round}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/round_{{round}}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
+    conda:
+        "../../envs/model.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -51,14 +55,16 @@ checkpoint decide:
         metrics=f"{R}/rounds/{{round}}/metrics.json",
     output:
         decision=f"{R}/rounds/{{round}}/decision.json",
-    params:
-        decide=decide_params(),
-    wildcard_constraints:
-        round=r"\d+",
     log:
         f"{R}/logs/decide/round_{{round}}.log",
     benchmark:
         f"{R}/benchmarks/decide/round_{{round}}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
+    conda:
+        "../../envs/model.yaml"
+    params:
+        decide=decide_params(),
     script:
         "../scripts/decide.py"
 
@@ -76,12 +82,14 @@ rule select_model:
             category="1. Training",
             labels={"table": "round decisions"},
         ),
-    params:
-        decide=decide_params(),
-        max_rounds=config["retrain"]["max_rounds"],
     log:
         f"{R}/logs/select_model.log",
     benchmark:
         f"{R}/benchmarks/select_model.tsv"
+    conda:
+        "../../envs/model.yaml"
+    params:
+        decide=decide_params(),
+        max_rounds=config["retrain"]["max_rounds"],
     script:
         "../scripts/select_model.py"

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 VALUE_TYPES = ("counts", "intensity", "log")
 ORIENTATIONS = ("samples_by_genes", "genes_by_samples")
+SPLITS = ("train", "val", "test")
+NA_TOKENS = {"na", "nan", "n/a", "#n/a", "null"}
 
 
 def _preview(items, n=5):
@@ -42,6 +44,31 @@ def _header_names(path):
         return fh.readline().rstrip("\r\n").split(sep)
 
 
+def _check_row_lengths(path, n_header):
+    """pandas pads short rows with missing values; name the first short row instead."""
+    _, sep = io.table_format(path)
+    import gzip
+
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    expected = None
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        next(fh)
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            n = len(line.split(sep))
+            if expected is None:
+                # an R-style header has one name fewer than the rows have fields
+                expected = n if n == n_header + 1 else n_header
+            if n < expected:
+                raise InputError(
+                    path,
+                    f"rows have different numbers of fields: line {lineno} has {n}, "
+                    f"expected {expected} as in the header",
+                )
+
+
 def _duplicates(values):
     s = pd.Series(list(values))
     return list(dict.fromkeys(s[s.duplicated()].tolist()))
@@ -51,25 +78,31 @@ def read_expression(path, orientation="samples_by_genes"):
     """Read and check an expression matrix; return samples x genes float64 frame."""
     if orientation not in ORIENTATIONS:
         raise ConfigError("data.orientation", f"must be one of {ORIENTATIONS}, got {orientation!r}")
+    # read_table checks the file itself (missing, unreadable, gzip, delimiter) first;
+    # ids in the first column stay text, so '001' is not read as 1
+    df = io.read_table(path, index_col=0, dtype={0: str})
     header = _header_names(path)
     if header is not None:
-        dups = _duplicates(header[1:])
+        # an R-style header has no name for the id column
+        names = header[1:] if len(header) == df.shape[1] + 1 else header
+        dups = _duplicates(names)
         if dups:
             what = "gene" if orientation == "samples_by_genes" else "sample"
             raise InputError(path, f"duplicate {what} ids in the header: {_preview(dups)}")
-    df = io.read_table(path, index_col=0)
     if df.shape[1] == 0:
         raise InputError(path, "has only one column: no expression values (is the delimiter right?)")
     if df.shape[0] == 0:
         raise InputError(path, "has a header but no data rows")
+    row_what = "sample" if orientation == "samples_by_genes" else "gene"
+    if df.index.isna().any() or (df.index.astype(str).str.strip() == "").any():
+        raise InputError(path, f"some rows have an empty {row_what} id in the first column")
     df.index = df.index.astype(str)
     df.columns = df.columns.astype(str)
-    row_what = "sample" if orientation == "samples_by_genes" else "gene"
     dups = _duplicates(df.index)
     if dups:
         raise InputError(path, f"duplicate {row_what} ids in the first column: {_preview(dups)}")
-    if (df.index.str.strip() == "").any() or df.index.isna().any():
-        raise InputError(path, f"some rows have an empty {row_what} id in the first column")
+    if header is not None and df.isna().to_numpy().any():
+        _check_row_lengths(path, len(header))
     df = _to_numeric(df, path)
     if orientation == "genes_by_samples":
         df = df.T
@@ -80,7 +113,9 @@ def _to_numeric(df, path):
     bad_cols = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     for c in bad_cols:
         conv = pd.to_numeric(df[c], errors="coerce")
-        bad = conv.isna() & df[c].notna()
+        # 'NA', 'NaN', ... are missing values, reported as such below
+        na_token = df[c].astype(str).str.strip().str.lower().isin(NA_TOKENS)
+        bad = conv.isna() & df[c].notna() & ~na_token
         if bad.any():
             row = bad.idxmax()
             raise InputError(
@@ -261,7 +296,7 @@ def read_genes(path, genes):
 
 def min_group_size(split_fractions):
     """Each group needs one sample for every split with a non-zero fraction."""
-    return max(2, sum(1 for f in split_fractions.values() if f > 0))
+    return max(2, sum(1 for s in SPLITS if split_fractions.get(s, 0) > 0))
 
 
 def collect(

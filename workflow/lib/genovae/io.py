@@ -97,8 +97,8 @@ def read_table(path, index_col=None, dtype=None):
             df = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types
             raise InputError(path, f"cannot be read as Parquet ({exc})")
-        if index_col is not None and df.index.name is None:
-            # a Parquet written by pandas keeps its index; else use the first column
+        if index_col is not None and isinstance(df.index, pd.RangeIndex) and len(df.columns):
+            # a Parquet written by pandas keeps its index (named or not); else use the first column
             df = df.set_index(df.columns[0])
         return df
     _sniff_text(path, sep)

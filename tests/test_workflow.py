@@ -1,0 +1,176 @@
+"""End-to-end workflow tests: Snakemake runs for real in a temporary copy."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY_CONFIG, planned_jobs, run_snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+RESULTS = Path("results/tiny")
+SUMMARY_KEYS = {
+    "run",
+    "n_samples",
+    "n_genes",
+    "device",
+    "rounds_run",
+    "selected_round",
+    "threshold",
+    "threshold_met",
+    "rounds",
+    "metrics",
+}
+
+
+def with_changes(**sections):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def rounds_on_disk(workdir):
+    return sorted(int(p.name) for p in (workdir / RESULTS / "rounds").iterdir() if p.is_dir())
+
+
+def test_dry_run_lists_the_pipeline(tiny):
+    jobs = planned_jobs(tiny)
+    for rule in ("simulate", "preprocess", "train", "evaluate", "decide", "select_model", "apply_model",
+                 "plots", "summarize", "all"):
+        assert rule in jobs, f"{rule} missing from the dry run: {jobs}"
+    # before the first checkpoint has run, only round 1 is planned
+    assert jobs["train"] == 1
+
+
+def test_full_run_produces_every_output(tiny):
+    run_snakemake(tiny)
+    r = tiny / RESULTS
+    for rel in (
+        "data/matrix.parquet",
+        "data/manifest.json",
+        "data/truth.tsv",
+        "preprocess/features.parquet",
+        "preprocess/split.tsv",
+        "preprocess/transform.json",
+        "rounds/1/model.pt",
+        "rounds/1/history.tsv",
+        "rounds/1/metrics.json",
+        "rounds/1/decision.json",
+        "model/model.pt",
+        "model/selection.json",
+        "latent.tsv",
+        "reconstruction_error.tsv",
+        "risk_genes.tsv",
+        "latent_dims.tsv",
+        "summary.json",
+        "plots/loss_curves.png",
+        "plots/latent_space.png",
+        "plots/reconstruction_error.png",
+        "plots/volcano.png",
+        "plots/risk_heatmap.png",
+    ):
+        assert (r / rel).is_file() and (r / rel).stat().st_size > 0, rel
+    summary = json.loads((r / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["n_samples"] == 60
+    assert summary["device"] == "cpu"
+    assert summary["rounds_run"] == 1 and summary["selected_round"] == 1
+    assert summary["threshold_met"] is True
+    assert {"val_recon_mse", "test_recon_mse"} <= set(summary["metrics"])
+    assert "ranking" in summary  # simulated data: precision@k of both rankings
+    latent = pd.read_csv(r / "latent.tsv", sep="\t")
+    assert len(latent) == 60 and [c for c in latent if c.startswith("z")] == ["z1", "z2", "z3", "z4"]
+    risk = pd.read_csv(r / "risk_genes.tsv", sep="\t")
+    for col in ("gene", "vae_score", "vae_rank", "t_stat", "p_value", "fdr", "log2_fold_change",
+                "classical_rank"):
+        assert col in risk.columns
+    # every rule wrote a log and a benchmark
+    assert (r / "logs/train/round_1.log").is_file()
+    assert (r / "benchmarks/train/round_1.tsv").is_file()
+    # nothing left to do afterwards
+    assert planned_jobs(tiny) == {}
+
+
+def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):
+    write_config(tiny, with_changes(retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 3}))
+    run_snakemake(tiny)
+    assert rounds_on_disk(tiny) == [1, 2, 3]
+    summary = json.loads((tiny / RESULTS / "summary.json").read_text())
+    assert summary["rounds_run"] == 3 and summary["threshold_met"] is False
+    values = {d["round"]: d["value"] for d in summary["rounds"]}
+    assert summary["selected_round"] == max(values, key=values.get)
+    # warm start: later rounds begin from the previous round's weights, with more epochs
+    info2 = json.loads((tiny / RESULTS / "rounds/2/train_info.json").read_text())
+    assert info2["warm_start"] is True and info2["settings"]["epochs"] > TINY_CONFIG["train"]["epochs"]
+
+
+def test_reachable_threshold_runs_one_round(tiny):
+    write_config(tiny, with_changes(retrain={"metric": "val_recon_mse", "threshold": 1e6, "max_rounds": 3}))
+    run_snakemake(tiny)
+    assert rounds_on_disk(tiny) == [1]
+    summary = json.loads((tiny / RESULTS / "summary.json").read_text())
+    assert summary["rounds_run"] == 1 and summary["threshold_met"] is True
+
+
+def test_config_changes_rerun_only_affected_jobs(tiny):
+    run_snakemake(tiny)
+    # a model setting: training and what follows, not collect/preprocess
+    jobs = planned_jobs(tiny, "--config", "model={latent_dim: 3}")
+    assert "train" in jobs and "apply_model" in jobs
+    assert "simulate" not in jobs and "preprocess" not in jobs
+    # a preprocessing setting: preprocess and what follows, not collect
+    jobs = planned_jobs(tiny, "--config", "preprocess={n_top_genes: 60}")
+    assert "preprocess" in jobs and "train" in jobs
+    assert "simulate" not in jobs
+    # the threshold: only the decision and what follows, no retraining of round 1
+    jobs = planned_jobs(tiny, "--config", "retrain={threshold: -50.0}")
+    assert "decide" in jobs and "train" not in jobs and "evaluate" not in jobs
+    # really rerun with the model change and check the new latent size
+    run_snakemake(tiny, "--config", "model={latent_dim: 3}")
+    latent = pd.read_csv(tiny / RESULTS / "latent.tsv", sep="\t")
+    assert [c for c in latent if c.startswith("z")] == ["z1", "z2", "z3"]
+
+
+def test_bad_config_is_refused_with_the_key(tiny):
+    proc = run_snakemake(tiny, "--dry-run", "--config", "model={latent_dim: x}", check=False)
+    assert proc.returncode != 0
+    assert "latent_dim" in proc.stderr + proc.stdout
+    proc = run_snakemake(tiny, "--dry-run", "--config", "modle={latent_dim: 8}", check=False)
+    assert proc.returncode != 0
+    assert "modle" in proc.stderr + proc.stdout
+
+
+def test_bad_input_stops_collect_with_a_clear_message(workdir):
+    data = workdir / "bad"
+    data.mkdir()
+    (data / "expr.tsv").write_text("sample_id\tg1\tg2\ns1\t1\tx\ns2\t2\t3\n")
+    (data / "samples.tsv").write_text("sample_id\tcondition\ns1\tA\ns2\tB\n")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["data"] = {"source": "file", "expression": "bad/expr.tsv", "samples": "bad/samples.tsv",
+                   "value_type": "log"}
+    write_config(workdir, cfg)
+    proc = run_snakemake(workdir, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "bad/expr.tsv" in text and "non-numeric value 'x'" in text
+    assert "Traceback" not in proc.stderr
+    assert not (workdir / RESULTS / "data").exists() or not any((workdir / RESULTS / "data").iterdir())
+
+
+def test_demo_config_runs_on_the_shipped_data(workdir):
+    """The README's demo, with fewer epochs: the real shipped dataset end to end."""
+    run_snakemake(workdir, "--config", "train={epochs: 25, patience: 5}", "retrain={max_rounds: 1}")
+    summary = json.loads((workdir / "results/demo/summary.json").read_text())
+    assert summary["n_samples"] == 83 and summary["rounds_run"] == 1
+    risk = pd.read_csv(workdir / "results/demo/risk_genes.tsv", sep="\t")
+    assert set(risk["contrast"]) == {"BL_vs_rest", "EWS_vs_rest", "NB_vs_rest", "RMS_vs_rest"}
+    assert "description" in risk.columns
