@@ -25,3 +25,10 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+onsuccess:
+    print(
+        f"\ngenovae: run '{config['run']}' finished; results in {R}/ (start with {R}/summary.json).\n"
+        f"HTML report: snakemake --report {R}/report.html\n"
+    )

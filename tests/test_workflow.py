@@ -98,6 +98,11 @@ def test_full_run_produces_every_output(tiny):
     assert (r / "benchmarks/train/round_1.tsv").is_file()
     # nothing left to do afterwards
     assert planned_jobs(tiny) == {}
+    # one self-contained HTML report with every figure
+    run_snakemake(tiny, "--report", "report.html")
+    html = (tiny / "report.html").read_text()
+    for fig in ("loss_curves.png", "latent_space.png", "volcano.png", "risk_heatmap.png", "rounds.tsv"):
+        assert fig in html, fig
 
 
 def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):

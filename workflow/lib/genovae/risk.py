@@ -27,14 +27,24 @@ from scipy import stats
 from .evaluate import encode
 
 
+#: with two groups and no case/control given, a group with one of these names is the control
+CONTROL_NAMES = {"control", "ctrl", "normal", "healthy", "wt", "wildtype", "wild_type", "untreated"}
+
+
 def contrasts(condition, case=None, control=None):
-    """List of (name, case_mask, control_mask)."""
+    """List of (name, case_mask, control_mask).
+
+    Two groups without case/control: the group named like a control (see
+    ``CONTROL_NAMES``) is the control, else the first in sort order.
+    """
     condition = np.asarray(condition).astype(str)
     if case is not None and control is not None:
         return [(f"{case}_vs_{control}", condition == case, condition == control)]
     levels = sorted(set(condition))
     if len(levels) == 2:
         a, b = levels
+        if b.lower() in CONTROL_NAMES and a.lower() not in CONTROL_NAMES:
+            a, b = b, a
         return [(f"{b}_vs_{a}", condition == b, condition == a)]
     return [(f"{lvl}_vs_rest", condition == lvl, condition != lvl) for lvl in levels]
 
