@@ -2,7 +2,8 @@
 #
 #   collect -> preprocess -> train (round r) -> evaluate -> decide (checkpoint)
 #     -> [retrain until the threshold is met or max_rounds] -> select_model
-#     -> apply_model -> plots -> summarize -> report
+#     -> apply_model -> plots -> summarize -> report, export_h5ad (latent.h5ad)
+#   apply_new (on demand): a new cohort through the saved transform and model
 #
 # Read the stages in workflow/rules/; the logic lives in workflow/lib/genovae/.
 
@@ -16,6 +17,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/apply.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/apply_new.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 import json
+import re
 from pathlib import Path
 
+import matplotlib.image
 import pandas as pd
 import pytest
 
@@ -36,6 +40,19 @@ def with_changes(**sections):
         else:
             cfg[key] = value
     return cfg
+
+
+def report_images(html):
+    """{file name: PNG bytes} of every image embedded in a Snakemake HTML report."""
+    found = re.findall(r'data:image/png;charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]+)', html)
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+def recorded_inputs(workdir, output):
+    """Input files Snakemake recorded for the job that wrote ``output``."""
+    key = base64.urlsafe_b64encode(str(output).encode()).decode()
+    meta = json.loads((workdir / ".snakemake/metadata" / key).read_text())
+    return set(meta["input"])
 
 
 def rounds_on_disk(workdir):
@@ -87,6 +104,14 @@ def test_full_run_produces_every_output(tiny):
     assert summary["threshold_met"] is True
     assert {"val_recon_mse", "test_recon_mse"} <= set(summary["metrics"])
     assert "ranking" in summary  # simulated data: precision@k of both rankings
+    vs = summary["latent_vs_pca"]["condition"]["all"]
+    assert set(vs["knn_accuracy"]) == {"vae", "pca"} and set(vs["logreg_auc"]) == {"vae", "pca"}
+    prov = json.loads((r / "provenance.json").read_text())
+    assert prov["config"]["model"]["latent_dim"] == 4
+    assert prov["versions"]["torch"] and prov["versions"]["snakemake"]
+    assert prov["device"]["used"] == "cpu" and prov["seeds"]["train"] == 1
+    assert "train/round_1.log" in prov["jobs"] and prov["jobs"]["train/round_1.log"]["start"]
+    assert "commit" in prov["workflow"]
     latent = pd.read_csv(r / "latent.tsv", sep="\t")
     assert len(latent) == 60 and [c for c in latent if c.startswith("z")] == ["z1", "z2", "z3", "z4"]
     risk = pd.read_csv(r / "risk_genes.tsv", sep="\t")
@@ -101,8 +126,14 @@ def test_full_run_produces_every_output(tiny):
     # one self-contained HTML report with every figure
     run_snakemake(tiny, "--report", "report.html")
     html = (tiny / "report.html").read_text()
-    for fig in ("loss_curves.png", "latent_space.png", "volcano.png", "risk_heatmap.png", "rounds.tsv"):
-        assert fig in html, fig
+    for name in ("loss_curves.png", "latent_space.png", "volcano.png", "risk_heatmap.png", "rounds.tsv",
+                 "label_metrics.tsv", "summary.json", "provenance.json"):
+        assert name in html, name
+    images = report_images(html)
+    assert len(images) == 5, sorted(images)
+    for name, png in images.items():
+        img = matplotlib.image.imread(io.BytesIO(png), format="png")  # every image decodes
+        assert img.shape[0] > 100 and img.shape[1] > 100, name
 
 
 def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):
@@ -112,6 +143,10 @@ def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):
     summary = json.loads((tiny / RESULTS / "summary.json").read_text())
     assert summary["rounds_run"] == 3 and summary["threshold_met"] is False
     values = {d["round"]: d["value"] for d in summary["rounds"]}
+    # the loss-curve figure was drawn from every round, not only the first
+    assert recorded_inputs(tiny, RESULTS / "plots/loss_curves.png") >= {
+        str(RESULTS / f"rounds/{r}/history.tsv") for r in (1, 2, 3)
+    }
     assert summary["selected_round"] == max(values, key=values.get)
     # warm start: later rounds begin from the previous round's weights, with more epochs
     info2 = json.loads((tiny / RESULTS / "rounds/2/train_info.json").read_text())

@@ -6,6 +6,7 @@ rule apply_model:
         matrix=f"{R}/data/matrix.parquet",
         transform=f"{R}/preprocess/transform.json",
         genes=f"{R}/data/genes.tsv",
+        samples=f"{R}/data/samples.tsv",
     output:
         latent=report(
             f"{R}/latent.tsv",
@@ -20,6 +21,12 @@ rule apply_model:
         ),
         dims=f"{R}/latent_dims.tsv",
         test=f"{R}/model/test_metrics.json",
+        labels=report(
+            f"{R}/label_metrics.tsv",
+            caption="../report/label_metrics.rst",
+            category="2. Evaluation",
+            labels={"table": "VAE vs PCA"},
+        ),
     log:
         f"{R}/logs/apply_model.log",
     benchmark:
@@ -29,5 +36,6 @@ rule apply_model:
     threads: config["train"]["threads"]
     params:
         risk=risk_params(),
+        labels=label_params(),
     script:
         "../scripts/apply_model.py"

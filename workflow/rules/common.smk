@@ -14,6 +14,13 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
 from genovae.config import coerce_types  # noqa: E402
 from genovae.rounds import loop_continues, round_settings  # noqa: E402
+from genovae.sources import (  # noqa: E402
+    carries_sample_sheet,
+    expected_sha256,
+    geo_series_url,
+    is_url,
+    resolve_format,
+)
 
 # nested --config overrides arrive as strings: type them by the schema, then validate
 with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as fh:
@@ -31,9 +38,16 @@ def config_error(key, problem):
 def check_config():
     data, model, pre = config["data"], config["model"], config["preprocess"]
     if not SIMULATE:
-        for key in ("expression", "samples"):
-            if not data[key]:
-                config_error(f"data.{key}", "is required when data.source is 'file'")
+        if data["geo"] and data["expression"]:
+            config_error("data.geo", "set data.geo or data.expression, not both")
+        if not (data["expression"] or data["geo"]):
+            config_error("data.expression", "is required when data.source is 'file' (or data.geo)")
+        if not data["samples"] and not carries_sample_sheet(expression_format()):
+            config_error(
+                "data.samples",
+                "is required unless the expression file carries a sample sheet "
+                "(GEO series matrix, .h5ad; else set data.format)",
+            )
     elif config["analysis"]["condition"] != "condition":
         config_error("analysis.condition", "simulated cohorts label samples in column 'condition'")
     if model["likelihood"] == "nb" and value_type() != "counts":
@@ -74,6 +88,17 @@ def value_type():
     return "counts" if SIMULATE else config["data"]["value_type"]
 
 
+def expression_location():
+    """data.expression, or the NCBI URL of the series matrix of data.geo."""
+    data = config["data"]
+    return geo_series_url(data["geo"]) if data["geo"] else data["expression"]
+
+
+def expression_format():
+    data = config["data"]
+    return resolve_format(data["format"], expression_location(), data["geo"])
+
+
 check_config()
 validate_sample_sheet()
 
@@ -83,10 +108,20 @@ def collect_inputs():
     if SIMULATE:
         return {}
     data = config["data"]
-    inputs = {"expression": data["expression"], "samples": data["samples"]}
-    if data["genes"]:
-        inputs["genes"] = data["genes"]
+    inputs = {"expression": input_file(expression_location())}
+    for key in ("samples", "genes"):
+        if data[key]:
+            inputs[key] = input_file(data[key])
     return inputs
+
+
+def input_file(location):
+    """A local path, or an http(s) URL that Snakemake's HTTP storage plugin fetches.
+
+    Downloads are kept in .snakemake/storage/http/ (or --local-storage-prefix) and
+    fetched again only when the server's copy is newer.
+    """
+    return storage.http(location, keep_local=True) if is_url(location) else location
 
 
 def previous_model(wildcards):
@@ -106,6 +141,13 @@ def loop_decisions(wildcards):
     max_rounds = config["retrain"]["max_rounds"]
     decisions = []
     for r in range(1, max_rounds + 1):
+        path = f"{R}/rounds/{r}/decision.json"
+        if not Path(path).exists():
+            # a round not decided yet is a plain input: Snakemake schedules it even
+            # when the outputs downstream exist (e.g. after raising max_rounds), and
+            # re-evaluates this function once the checkpoint has run
+            decisions.append(path)
+            break
         path = checkpoints.decide.get(round=r).output.decision
         decisions.append(path)
         with open(path) as fh:
@@ -126,6 +168,10 @@ def loop_histories(wildcards):
 def collect_params():
     return {
         "source": config["data"]["source"],
+        "format": config["data"]["format"],
+        "layer": config["data"]["layer"],
+        "sha256": expected_sha256(config["data"]["sha256"]),
+        "origins": {} if SIMULATE else origins(),
         "orientation": config["data"]["orientation"],
         "value_type": value_type(),
         "condition": config["analysis"]["condition"],
@@ -134,6 +180,13 @@ def collect_params():
         "split": split_fractions(),
         "simulate": config["simulate"] if SIMULATE else None,
     }
+
+
+def origins():
+    """Where each input comes from, as configured (URL or path), for the manifest."""
+    data = config["data"]
+    found = {"expression": expression_location(), "samples": data["samples"]}
+    return {**found, "genes": data["genes"]}
 
 
 def split_fractions():
@@ -184,6 +237,7 @@ def train_params(wildcards):
         "patience": t["patience"],
         "device": t["device"],
         "deterministic": t["deterministic"],
+        "checkpoint_every": t["checkpoint_every"],
     }
 
 
@@ -194,11 +248,54 @@ def decide_params():
     }
 
 
+def label_params():
+    return {
+        "condition": config["analysis"]["condition"],
+        "labels": config["analysis"]["labels"],
+    }
+
+
 def risk_params():
     return {
         "case": config["analysis"]["case"],
         "control": config["analysis"]["control"],
         "latent_fdr": config["analysis"]["latent_fdr"],
+    }
+
+
+# -------------------------------------------------------------- resources
+# What a training job asks the scheduler for (config section resources:). They
+# never change results, so they are not params: switching the GPU on or off
+# reruns nothing.
+def train_gpus():
+    """1 with resources.gpu (SLURM --gpus=1; locally counted against --resources gpu=N), else 0."""
+    return 1 if config["resources"]["gpu"] else 0
+
+
+def train_gpu_model():
+    """GPU type with resources.gpu (SLURM --gpus=<model>:1); None leaves the resource unset."""
+    res = config["resources"]
+    return res["gpu_model"] if res["gpu"] and res["gpu_model"] else None
+
+
+# ------------------------------------------------------------ new cohort
+NEW = config["new_data"]["name"]
+
+
+def new_data_inputs(wildcards):
+    new = config["new_data"]
+    if not new["expression"]:
+        config_error("new_data.expression", "set it to the new cohort's matrix to run apply_new")
+    return {
+        "expression": new["expression"],
+        **({"samples": new["samples"]} if new["samples"] else {}),
+    }
+
+
+def new_data_params():
+    return {
+        "orientation": config["new_data"]["orientation"],
+        "value_type": value_type(),
     }
 
 
@@ -213,4 +310,6 @@ def final_outputs():
         f"{R}/reconstruction_error.tsv",
         f"{R}/risk_genes.tsv",
         f"{R}/plots/loss_curves.png",
+        f"{R}/provenance.json",
+        f"{R}/latent.h5ad",
     ]

@@ -1,11 +1,13 @@
 rule plots:
     input:
+        decisions=loop_decisions,  # makes plots follow the checkpointed loop
         histories=loop_histories,
         selection=f"{R}/model/selection.json",
         latent=f"{R}/latent.tsv",
         errors=f"{R}/reconstruction_error.tsv",
         risk=f"{R}/risk_genes.tsv",
         features=f"{R}/preprocess/features.parquet",
+        samples=f"{R}/data/samples.tsv",
     output:
         loss=report(
             f"{R}/plots/loss_curves.png",
@@ -40,7 +42,7 @@ rule plots:
         "../../envs/report.yaml"
     params:
         plots=config["plots"],
-        metric=config["retrain"]["metric"],
+        labels=config["analysis"]["labels"],
     script:
         "../scripts/plots.py"
 
@@ -70,3 +72,28 @@ rule summarize:
         run=config["run"],
     script:
         "../scripts/summarize.py"
+
+
+rule provenance:
+    input:
+        manifest=f"{R}/data/manifest.json",
+        selection=f"{R}/model/selection.json",
+        summary=f"{R}/summary.json",
+        plots=f"{R}/plots/loss_curves.png",
+    output:
+        provenance=report(
+            f"{R}/provenance.json",
+            caption="../report/provenance.rst",
+            category="5. Provenance",
+        ),
+    log:
+        f"{R}/logs/provenance.log",
+    benchmark:
+        f"{R}/benchmarks/provenance.tsv"
+    conda:
+        "../../envs/model.yaml"
+    params:
+        config=config,
+        log_dir=f"{R}/logs",
+    script:
+        "../scripts/provenance.py"

@@ -22,6 +22,9 @@ rule train:
     conda:
         "../../envs/model.yaml"
     threads: config["train"]["threads"]
+    resources:
+        gpu=train_gpus(),
+        gpu_model=train_gpu_model(),
     params:
         model=model_params(),
         train=train_params,
@@ -36,6 +39,7 @@ rule evaluate:
         split=f"{R}/preprocess/split.tsv",
         matrix=f"{R}/data/matrix.parquet",
         transform=f"{R}/preprocess/transform.json",
+        samples=f"{R}/data/samples.tsv",
     output:
         metrics=f"{R}/rounds/{{round}}/metrics.json",
     log:
@@ -46,6 +50,8 @@ rule evaluate:
         round=r"\d+",
     conda:
         "../../envs/model.yaml"
+    params:
+        labels=label_params(),
     script:
         "../scripts/evaluate.py"
 

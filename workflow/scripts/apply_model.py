@@ -18,8 +18,11 @@ def step(sm, _log):
         out_risk=sm.output.risk,
         out_dims=sm.output.dims,
         out_test=sm.output.test,
+        samples=sm.input.samples,
+        out_labels=sm.output.labels,
         threads=sm.threads,
         **sm.params.risk,
+        **sm.params.labels,
     )
 
 

@@ -9,7 +9,7 @@ def step(sm, _log):
     p = sm.params.collect
     collect(
         sm.input.expression,
-        sm.input.samples,
+        sm.input.get("samples"),
         genes=sm.input.get("genes"),
         out_matrix=sm.output.matrix,
         out_samples=sm.output.samples,
@@ -21,6 +21,10 @@ def step(sm, _log):
         case=p["case"],
         control=p["control"],
         split=p["split"],
+        format=p["format"],
+        layer=p["layer"],
+        sha256=p["sha256"],
+        origins=p["origins"],
     )
 
 

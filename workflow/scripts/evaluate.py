@@ -12,8 +12,10 @@ def step(sm, _log):
         split=sm.input.split,
         matrix=sm.input.matrix,
         transform=sm.input.transform,
+        samples=sm.input.samples,
         out_metrics=sm.output.metrics,
         round_=int(sm.wildcards.round),
+        **sm.params.labels,
     )
 
 

@@ -13,8 +13,9 @@ def step(sm, _log):
         errors=sm.input.errors,
         risk=sm.input.risk,
         features=sm.input.features,
+        samples=sm.input.samples,
         out=dict(sm.output),
-        metric=sm.params.metric,
+        labels=sm.params.labels,
         **sm.params.plots,
     )
 

@@ -6,6 +6,10 @@ behaviour they own:
 
 - ``io``: reading expression matrices and sample sheets, atomic writes.
 - ``collect``: validation of the inputs into one canonical matrix + manifest.
+- ``sources``: input formats (GEO series matrix, featureCounts, Salmon, .h5ad),
+  GEO download URLs, sha256 checks of downloads.
+- ``h5ad``: reading and writing the AnnData .h5ad format with h5py.
+- ``export``: ``latent.h5ad`` with the run's results for scanpy/scverse.
 - ``simulate``: synthetic negative-binomial cohorts with planted genes.
 - ``preprocess``: stratified split and the train-fitted transform.
 - ``model``: the VAE module and its likelihoods.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import reconstruct, split_metrics
+from .evaluate import encode, fit_pca, reconstruct, split_metrics
+from .labels import compare, compare_heldout
 
 
 def latent_table(model, cohort, transform):
@@ -28,6 +29,25 @@ def latent_table(model, cohort, transform):
     return latent, errors
 
 
+def label_metrics(model, cohort, labels):
+    """VAE latent means vs PCA (same dimension, fitted on train), side by side.
+
+    ``scope`` ``all``: cross-validated structure over all samples (labels were
+    never used in training); ``test``: classifiers fitted on train + validation
+    samples, scored on the held-out test samples.
+    """
+    pca = fit_pca(cohort, model.config["latent_dim"])
+    reps = {"vae": encode(model, cohort.x)[0], "pca": pca.transform(cohort.x)}
+    test = cohort.mask("test")
+    rows = [{"scope": "all", **r} for r in compare(reps, labels)]
+    if test.any():
+        rows += [{"scope": "test", **r} for r in compare_heldout(reps, labels, ~test, test)]
+    cols = ["label", "scope", "representation", "n", "groups", "silhouette", "knn_accuracy",
+            "logreg_auc", "logreg_balanced_accuracy"]
+    df = pd.DataFrame(rows)
+    return df[[c for c in cols if c in df.columns]]
+
+
 def test_metrics(model, cohort, transform):
     """Held-out metrics, computed once, for the selected model only."""
     if not cohort.mask("test").any():
@@ -48,6 +68,10 @@ def apply_model(
     out_risk,
     out_dims,
     out_test,
+    samples,
+    out_labels,
+    condition,
+    labels=(),
     case=None,
     control=None,
     latent_fdr=0.05,
@@ -56,7 +80,7 @@ def apply_model(
     import torch
 
     from . import io
-    from .dataset import load_cohort
+    from .dataset import load_cohort, load_labels
     from .model import load_model
     from .preprocess import Transform
     from .risk import rank_genes
@@ -73,8 +97,91 @@ def apply_model(
         **split_metrics(vae, cohort, t, "val"),
         **test_metrics(vae, cohort, t),
     }
+    label_table = label_metrics(vae, cohort, load_labels(samples, cohort.sample_ids, condition, labels))
+    test["labels"] = label_table.to_dict(orient="records")
+    io.write_tsv(out_labels, label_table)
     io.write_tsv(out_latent, latent)
     io.write_tsv(out_errors, errors)
     io.write_tsv(out_risk, risk)
     io.write_tsv(out_dims, dims)
     io.write_json(out_test, test)
+
+
+def apply_new_data(
+    *,
+    model,
+    transform,
+    expression,
+    samples=None,
+    orientation="samples_by_genes",
+    value_type="log",
+    out_latent,
+    out_errors,
+    out_manifest,
+    threads=1,
+):
+    """Encode a new cohort with the saved transform and model, without retraining.
+
+    The new matrix goes through the same checks as collect; it must contain every
+    gene the model was trained on (extra genes are ignored), else the run stops
+    with an error naming the file and the missing genes.
+    """
+    import torch
+
+    from . import io
+    from .collect import check_values, read_expression, read_samples
+    from .errors import InputError
+    from .evaluate import encode
+    from .model import load_model
+    from .preprocess import Transform
+
+    torch.set_num_threads(int(threads))
+    vae, blob = load_model(model)
+    t = Transform.load(transform)
+    raw = read_expression(expression, orientation)
+    check_values(raw, value_type, expression)
+    missing = [g for g in t.genes if g not in raw.columns]
+    if missing:
+        raise InputError(
+            expression,
+            f"{len(missing)} of the {len(t.genes)} genes of the trained model are missing "
+            f"(e.g. {', '.join(missing[:5])}); the new data must measure every model gene",
+        )
+    sheet = None
+    if samples:
+        sheet = read_samples(samples)
+        unknown = [s for s in raw.index if s not in sheet.index]
+        if unknown:
+            raise InputError(samples, f"{len(unknown)} sample(s) of {expression} are not listed, e.g. {unknown[:5]}")
+    x = t.apply(raw).to_numpy(dtype=np.float32)
+    library_all = raw.to_numpy(dtype=np.float64).sum(axis=1)
+    library = raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32)
+    mu, _ = encode(vae, x)
+    with torch.no_grad():
+        mean = vae.mean(vae.decode(torch.as_tensor(mu)), torch.as_tensor(library)).numpy()
+    if vae.likelihood == "nb":
+        mean = t.scale_log(t.counts_to_log(mean, library_all))
+    err = ((mean - x) ** 2).mean(axis=1)
+    latent = pd.DataFrame(mu, columns=[f"z{i + 1}" for i in range(mu.shape[1])])
+    latent.insert(0, "sample_id", raw.index.to_numpy())
+    errors = pd.DataFrame({"sample_id": raw.index.to_numpy(), "reconstruction_mse": err})
+    if sheet is not None:
+        extra = sheet.drop(columns=["sample_id"], errors="ignore").loc[raw.index].reset_index(drop=True)
+        latent = pd.concat([latent.iloc[:, :1], extra, latent.iloc[:, 1:]], axis=1)
+        errors = pd.concat([errors.iloc[:, :1], extra, errors.iloc[:, 1:]], axis=1)
+    manifest = {
+        "model": str(model),
+        "model_round": blob["round"],
+        "transform": str(transform),
+        "inputs": [
+            {"role": "expression", "path": str(expression), "sha256": io.sha256sum(expression)},
+            *([{"role": "samples", "path": str(samples), "sha256": io.sha256sum(samples)}] if samples else []),
+        ],
+        "n_samples": int(len(raw)),
+        "genes_used": len(t.genes),
+        "genes_ignored": int(raw.shape[1] - len(t.genes)),
+    }
+    io.write_tsv(out_latent, latent)
+    io.write_tsv(out_errors, errors)
+    io.write_json(out_manifest, manifest)
+    return manifest

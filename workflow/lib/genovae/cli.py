@@ -48,8 +48,10 @@ def run_rule(snakemake, step):
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = setup_logging(log_path)
     log = logging.getLogger("genovae")
+    log.info("rule %s started", snakemake.rule)
     try:
         step(snakemake, stream)
+        log.info("rule %s finished", snakemake.rule)
     except GenovaeError as exc:
         _remove_outputs(list(snakemake.output))
         msg = f"genovae: rule {snakemake.rule} failed: {exc}"

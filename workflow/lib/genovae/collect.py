@@ -10,12 +10,13 @@ output is written until all checks pass.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, sources
 from .errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ def min_group_size(split_fractions):
 
 def collect(
     expression,
-    samples,
+    samples=None,
     *,
     out_matrix,
     out_samples,
@@ -315,46 +316,138 @@ def collect(
     split=None,
     genes=None,
     sample_id_column="sample_id",
+    format="auto",
+    layer=None,
+    sha256=None,
+    origins=None,
 ):
-    """Validate the inputs and write the canonical matrix, sheet, genes and manifest."""
+    """Validate the inputs and write the canonical matrix, sheet, genes and manifest.
+
+    ``expression`` may be a table, a GEO series matrix, a featureCounts or
+    Salmon table or an .h5ad file (``format``, detected when 'auto', see
+    :mod:`genovae.sources`); ``samples`` is optional for the formats that carry
+    a sample sheet (GEO, h5ad). ``sha256`` ({role: hex} or a hex string for the
+    expression file) is checked before anything is read. ``origins`` ({role:
+    URL or path as configured}) is recorded in the manifest; a downloaded copy
+    whose checksum does not match is deleted.
+    """
     split = split or {"train": 0.7, "val": 0.15, "test": 0.15}
-    warnings = []
-    sheet = read_samples(samples, sample_id_column)
-    raw = read_expression(expression, orientation)
+    origins = {k: v for k, v in (origins or {}).items() if v}
+    warnings, notes = [], []
+    files = {"expression": expression, "samples": samples, "genes": genes}
+    expected = sources.expected_sha256(sha256)
+    _verify_checksums(files, expected, origins)
+    io._check_readable(expression)
+    fmt = sources.detect_format(expression, format)
+    if layer is not None and fmt != "h5ad":
+        raise ConfigError("data.layer", f"only applies to .h5ad input; {expression} is read as '{fmt}'")
+    if fmt == "featurecounts" and value_type != "counts":
+        raise ConfigError(
+            "data.value_type",
+            f"{expression} is a featureCounts table of raw counts: set data.value_type: counts",
+        )
+    if fmt == "table":
+        raw = read_expression(expression, orientation)
+        source = sources.Source(values=raw, parser=_parser(expression), layout=orientation)
+    else:
+        source = sources.read_source(expression, fmt, layer)
+        notes.extend(source.notes)
+        raw = _to_numeric(source.values, expression)
+        if source.layout == "genes_by_samples":
+            raw = raw.T
+        if source.round_counts and value_type == "counts":
+            raw = sources.round_estimated_counts(raw, expression, notes)
     shape_before = list(raw.shape)
-    matrix = match_samples(raw, sheet, expression, samples, orientation)
+    if samples:
+        sheet, sheet_path = read_samples(samples, sample_id_column), samples
+    elif source.sheet is not None:
+        sheet, sheet_path = source.sheet, expression
+    else:
+        raise ConfigError(
+            "data.samples",
+            f"is required: {expression} (read as '{fmt}') carries no sample sheet",
+        )
+    raw = _restore_file_names(raw, sheet, source.renamed)
+    matrix = match_samples(raw, sheet, expression, sheet_path, orientation)
     check_values(matrix, value_type, expression)
     matrix = drop_empty(matrix, value_type, expression, warnings)
     sheet = sheet.loc[matrix.index]
-    check_condition(sheet, condition, case, control, min_group_size(split), samples)
-    annotation = (
-        read_genes(genes, matrix.columns)
-        if genes
-        else pd.DataFrame(index=pd.Index(matrix.columns, name="gene"))
-    )
+    check_condition(sheet, condition, case, control, min_group_size(split), sheet_path)
+    if genes:
+        annotation = read_genes(genes, matrix.columns)
+    elif source.genes is not None and source.genes.shape[1]:
+        annotation = source.genes.reindex(matrix.columns)
+        annotation = annotation.rename(columns={"gene": "gene_annotation"})
+        annotation.index.name = "gene"
+    else:
+        annotation = pd.DataFrame(index=pd.Index(matrix.columns, name="gene"))
+    inputs = [_describe(expression, "expression", source.parser, origins, expected)]
+    if samples:
+        inputs.append(_describe(samples, "samples", _parser(samples), origins, expected))
+    if genes:
+        inputs.append(_describe(genes, "genes", _parser(genes), origins, expected))
     manifest = {
-        "inputs": [_describe(expression, "expression"), _describe(samples, "samples")]
-        + ([_describe(genes, "genes")] if genes else []),
-        "orientation": orientation,
+        "inputs": inputs,
+        "format": fmt,
+        "sample_sheet": "data.samples" if samples else f"carried by {fmt} file",
+        "orientation": source.layout,
         "value_type": value_type,
         "shape_before": shape_before,
         "shape_after": list(matrix.shape),
+        "notes": notes,
         "warnings": warnings,
     }
     write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest)
-    log.info("collected %d samples x %d genes from %s", *matrix.shape, expression)
+    log.info("collected %d samples x %d genes from %s (%s)", *matrix.shape, expression, source.parser)
     return manifest
 
 
-def _describe(path, role):
+def _verify_checksums(files, expected, origins):
+    """Check data.sha256 before any file is parsed."""
+    for role, digest in expected.items():
+        if role not in files:
+            raise ConfigError(
+                "data.sha256", f"unknown file '{role}'; name expression, samples or genes"
+            )
+        path = files[role]
+        if not path:
+            raise ConfigError("data.sha256", f"has a sum for '{role}' but data.{role} is not set")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError("data.sha256", f"'{role}': {digest!r} is not a sha256 (64 hex digits)")
+        io._check_readable(path)
+        origin = origins.get(role)
+        sources.verify_sha256(path, digest, origin=origin, discard=sources.is_url(origin))
+        log.info("%s: sha256 %s as expected", origin or path, digest)
+
+
+def _restore_file_names(raw, sheet, renamed):
+    """featureCounts columns were shortened to sample names; keep the long ones if the sheet uses them."""
+    if not renamed:
+        return raw
+    ids = set(sheet.index)
+    if not ids & set(raw.index) and ids & set(renamed.values()):
+        raw = raw.rename(index=renamed)
+    return raw
+
+
+def _parser(path):
     kind, _ = io.table_format(path)
-    return {
+    return "parquet" if kind == "parquet" else "delimited-text"
+
+
+def _describe(path, role, parser, origins=None, expected=None):
+    origins, expected = origins or {}, expected or {}
+    entry = {
         "role": role,
         "path": str(path),
+        "source": str(origins.get(role) or path),
         "sha256": io.sha256sum(path),
         "bytes": Path(path).stat().st_size,
-        "parser": "parquet" if kind == "parquet" else "delimited-text",
+        "parser": parser,
     }
+    if role in expected:
+        entry["sha256_expected"] = expected[role]
+    return entry
 
 
 def write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest):

@@ -59,3 +59,17 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
         library_all=split["library_size"].to_numpy(dtype=np.float64),
         genes=genes,
     )
+
+
+def load_labels(samples_path, sample_ids, condition, extra=()):
+    """Label columns of the sample sheet for ``sample_ids``: {column: values}."""
+    sheet = pd.read_csv(samples_path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    sheet = sheet.set_index("sample_id").loc[list(sample_ids)]
+    out = {}
+    for col in [condition, *extra]:
+        if col not in sheet.columns:
+            from .errors import ConfigError
+
+            raise ConfigError("analysis.labels", f"column {col!r} is not in the sample sheet {samples_path}")
+        out[col] = sheet[col].to_numpy(dtype=object)
+    return out

@@ -41,7 +41,7 @@ def encode(model, x, batch_size=4096):
     model.eval()
     mus, lvs = [], []
     for i in range(0, len(x), batch_size):
-        mu, lv = model.encode(torch.as_tensor(x[i : i + batch_size]))
+        mu, lv = model.encode(torch.tensor(x[i : i + batch_size]))
         mus.append(mu)
         lvs.append(lv)
     return torch.cat(mus).numpy(), torch.cat(lvs).numpy()

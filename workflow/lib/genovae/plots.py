@@ -54,30 +54,57 @@ def loss_curves(histories, selection, path, dpi=120):
     _save(fig, path, dpi)
 
 
-def latent_space(latent, path, dpi=120):
-    df = pd.read_csv(latent, sep="\t", dtype={"sample_id": str, "condition": str})
-    z = df.filter(regex=r"^z\d+$").to_numpy()
+def _embed_2d(z, seed=0, max_tsne=3000):
+    """2-D views of the latent means: PCA, and t-SNE (scikit-learn, no extra dependency)."""
+    from sklearn.manifold import TSNE
+
+    views = {}
     if z.shape[1] >= 2:
         pc = PCA(n_components=2, random_state=0).fit(z)
-        xy = pc.transform(z)
-        labels = [f"latent PC{i + 1} ({v:.0%})" for i, v in enumerate(pc.explained_variance_ratio_)]
+        v = pc.explained_variance_ratio_
+        views["PCA of latent means"] = (pc.transform(z), (f"PC1 ({v[0]:.0%})", f"PC2 ({v[1]:.0%})"), None)
+        idx = np.arange(len(z))
+        if len(z) > max_tsne:
+            idx = np.sort(np.random.default_rng(seed).choice(len(z), max_tsne, replace=False))
+        if len(idx) >= 5:
+            perp = float(min(30.0, max(2.0, (len(idx) - 1) / 3)))
+            xy = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(z[idx])
+            views["t-SNE of latent means"] = (xy, ("t-SNE 1", "t-SNE 2"), idx)
     else:
-        xy = np.column_stack([z[:, 0], np.zeros(len(z))])
-        labels = ["z1", ""]
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    levels = sorted(df["condition"].unique())
-    col = _colors(levels)
+        views["latent dimension 1"] = (np.column_stack([z[:, 0], np.zeros(len(z))]), ("z1", ""), None)
+    return views
+
+
+def latent_space(latent, samples, labels, path, dpi=120):
+    """Latent means in 2-D, one row per label column, one column per projection."""
+    df = pd.read_csv(latent, sep="\t", dtype={"sample_id": str, "condition": str})
+    sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False).set_index("sample_id")
+    z = df.filter(regex=r"^z\d+$").to_numpy()
+    views = _embed_2d(z)
+    label_cols = ["condition"] + [c for c in labels if c in sheet.columns]
+    fig, axes = plt.subplots(
+        len(label_cols), len(views), figsize=(6 * len(views), 4.8 * len(label_cols)), squeeze=False
+    )
     markers = {"train": "o", "val": "s", "test": "^"}
-    for lvl in levels:
-        for split, mk in markers.items():
-            m = (df["condition"] == lvl).to_numpy() & (df["split"] == split).to_numpy()
-            if m.any():
-                ax.scatter(xy[m, 0], xy[m, 1], c=[col[lvl]], marker=mk, s=28, edgecolor="k", lw=0.3,
-                           label=lvl if split == "train" else None)
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title("latent means (PCA), marker = split: o train, s val, ^ test", fontsize=9)
-    ax.legend(fontsize=8, markerscale=1.2, loc="best")
+    for i, col in enumerate(label_cols):
+        values = df["condition"] if col == "condition" else sheet.loc[df["sample_id"], col].reset_index(drop=True)
+        values = values.astype(str).to_numpy()
+        levels = sorted(set(values))
+        color = _colors(levels)
+        for ax, (title, (xy, (xl, yl), idx)) in zip(axes[i], views.items()):
+            sub = np.arange(len(df)) if idx is None else idx
+            for lvl in levels:
+                for split, mk in markers.items():
+                    m = (values[sub] == lvl) & (df["split"].to_numpy()[sub] == split)
+                    if m.any():
+                        ax.scatter(xy[m, 0], xy[m, 1], c=[color[lvl]], marker=mk, s=22, edgecolor="k",
+                                   lw=0.3, label=lvl if split == "train" else None)
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.set_title(f"{title}, coloured by {col}", fontsize=9)
+            if len(levels) <= 20:
+                ax.legend(fontsize=7, markerscale=1.2, loc="best")
+    fig.suptitle("latent space (marker = split: o train, s validation, ^ test)", fontsize=10)
     _save(fig, path, dpi)
 
 
@@ -159,9 +186,11 @@ def risk_heatmap(risk, features, latent, path, top_genes=30, dpi=120):
     _save(fig, path, dpi)
 
 
-def make_plots(*, histories, selection, latent, errors, risk, features, out, metric, top_genes=30, dpi=120):
+def make_plots(
+    *, histories, selection, latent, errors, risk, features, samples, out, labels=(), top_genes=30, dpi=120
+):
     loss_curves(histories, selection, out["loss"], dpi)
-    latent_space(latent, out["latent"], dpi)
+    latent_space(latent, samples, labels, out["latent"], dpi)
     reconstruction_error(errors, out["errors"], dpi)
     volcano(risk, out["volcano"], top_genes, dpi)
     risk_heatmap(risk, features, latent, out["heatmap"], top_genes, dpi)

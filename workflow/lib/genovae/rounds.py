@@ -75,6 +75,7 @@ def train_round(
 ):
     """Train round ``round_`` (optionally warm-started) and write model, history, info."""
     import logging
+    import os
 
     import torch
 
@@ -92,12 +93,16 @@ def train_round(
         init_state = blob["state_dict"]
         log.info("round %d warm-starts from %s", round_, previous)
     cohort = load_cohort(features, split, matrix, model_config["likelihood"])
+    # kept beside the outputs (not an output itself, so Snakemake leaves it after a
+    # killed job): a rerun with --rerun-incomplete resumes from it
+    checkpoint = os.path.join(os.path.dirname(out_model), "train_checkpoint.pt")
     model, history, info = train_vae(
         cohort,
         model_config=model_config,
         init_state=init_state,
         threads=threads,
         progress=progress,
+        checkpoint=checkpoint,
         **cfg,
     )
     info.update(round=int(round_), warm_start=bool(warm and previous), settings=train_config)
@@ -105,6 +110,8 @@ def train_round(
     io.write_tsv(out_history, history)
     io.write_json(out_info, info)
     save_model(out_model, model, {"round": int(round_), "genes": cohort.genes, "info": io.to_jsonable(info)})
+    if os.path.exists(checkpoint):
+        os.unlink(checkpoint)
     log.info(
         "round %d: %d epochs, best epoch %d, best val loss %.4g, device %s",
         round_,
@@ -116,21 +123,30 @@ def train_round(
     return info
 
 
-def evaluate_round(*, model, features, split, matrix, transform, out_metrics, round_):
+def evaluate_round(
+    *, model, features, split, matrix, transform, samples, out_metrics, round_, condition, labels=()
+):
     from . import io
-    from .dataset import load_cohort
-    from .evaluate import split_metrics
+    from .dataset import load_cohort, load_labels
+    from .evaluate import encode, fit_pca, split_metrics
+    from .labels import compare
     from .model import load_model
     from .preprocess import Transform
 
     vae, blob = load_model(model)
     t = Transform.load(transform)
     cohort = load_cohort(features, split, matrix, vae.likelihood)
+    pca = fit_pca(cohort, vae.config["latent_dim"])
     metrics = {"round": int(round_)}
-    metrics.update(split_metrics(vae, cohort, t, "train"))
-    metrics.update(split_metrics(vae, cohort, t, "val"))
+    metrics.update(split_metrics(vae, cohort, t, "train", pca=pca))
+    metrics.update(split_metrics(vae, cohort, t, "val", pca=pca))
+    # label structure on the samples the loop may look at (train + validation, never test)
+    reps = {"vae": encode(vae, cohort.x)[0], "pca": pca.transform(cohort.x)}
+    lab = load_labels(samples, cohort.sample_ids, condition, labels)
+    metrics["labels"] = compare(reps, lab, mask=~cohort.mask("test"))
     metrics["best_epoch"] = blob["info"]["best_epoch"]
     metrics["epochs_run"] = blob["info"]["epochs_run"]
+    metrics["seed"] = blob["info"]["seed"]
     io.write_json(out_metrics, metrics)
     return metrics
 
@@ -142,7 +158,7 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold):
     from .evaluate import decide
 
     m = io.read_json(metrics)
-    decision = {"round": int(round_), **decide(m, metric, threshold)}
+    decision = {"round": int(round_), **decide(m, metric, threshold), "seed": m.get("seed")}
     io.write_json(out_decision, decision)
     logging.getLogger(__name__).info(
         "round %d: %s = %.4g (%s), threshold %g: %s",
@@ -183,7 +199,7 @@ def select_model(*, decisions, models, out_model, out_selection, out_rounds, met
         "selected_round": selected,
         "threshold_met": met,
         "rounds": [
-            {"round": d["round"], "metric": d["metric"], "value": d["value"], "passed": d["passed"]} for d in ds
+            {k: d.get(k) for k in ("round", "metric", "value", "passed", "seed")} for d in ds
         ],
         "device": blob["info"]["device"],
         "train_info": blob["info"],

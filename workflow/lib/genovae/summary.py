@@ -39,6 +39,7 @@ def summarize(*, run, manifest, split, transform, selection, test, risk, truth, 
         "rounds": sel["rounds"],
         "metrics": metrics,
         "warnings": man.get("warnings", []),
+        "latent_vs_pca": _latent_vs_pca(met.get("labels", [])),
     }
     if truth:
         planted = pd.read_csv(truth, sep="\t")["gene"].astype(str).tolist()
@@ -46,3 +47,17 @@ def summarize(*, run, manifest, split, transform, selection, test, risk, truth, 
         summary["ranking"] = ranking_metrics(r, planted)
     io.write_json(out_summary, summary)
     return summary
+
+
+def _latent_vs_pca(rows):
+    """{label: {scope: {metric: {"vae": x, "pca": y}}}} from the label-metric rows."""
+    out = {}
+    for row in rows:
+        scope = out.setdefault(row["label"], {}).setdefault(row["scope"], {})
+        for key, value in row.items():
+            if key in ("label", "scope", "representation", "n", "groups") or value is None:
+                continue
+            if isinstance(value, float) and value != value:  # NaN: metric not defined here
+                continue
+            scope.setdefault(key, {})[row["representation"]] = value
+    return out

@@ -102,8 +102,15 @@ def train_vae(
     deterministic=True,
     init_state=None,
     progress=None,
+    checkpoint=None,
+    checkpoint_every=10,
 ):
     """Train a VAE on ``cohort``'s train split with early stopping on val loss.
+
+    With ``checkpoint`` (a path), the full training state (weights, optimizer,
+    epoch, best weights, history, random number generator states) is saved every
+    ``checkpoint_every`` epochs; a later call with the same settings and data
+    resumes from it and, on CPU, ends with the same model as an uninterrupted run.
 
     Returns (model on CPU, history DataFrame, info dict).
     """
@@ -111,8 +118,11 @@ def train_vae(
         torch.set_num_threads(int(threads))
     set_seeds(seed, deterministic)
     dev, dev_info = resolve_device(device)
-    x_tr, t_tr, l_tr = cohort.tensors("train", dev)
-    x_va, t_va, l_va = cohort.tensors("val", dev)
+    try:
+        x_tr, t_tr, l_tr = cohort.tensors("train", dev)
+        x_va, t_va, l_va = cohort.tensors("val", dev)
+    except torch.OutOfMemoryError as exc:
+        raise _oom(dev, batch_size, cohort) from exc
     n = x_tr.shape[0]
     if n < 2:
         raise TrainingError("the train split has fewer than 2 samples")
@@ -125,59 +135,81 @@ def train_vae(
     bs = max(1, min(int(batch_size), n))
     best = (float("inf"), -1, None)
     rows = []
+    fingerprint = _fingerprint(
+        model_config, epochs, bs, lr, weight_decay, beta, kl_warmup_epochs, patience, min_delta, seed,
+        dev.type, x_tr, x_va, init_state,
+    )
+    start = 1
+    resumed = _load_checkpoint(checkpoint, fingerprint, dev)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        gen.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        if dev.type == "cuda" and resumed.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resumed["cuda_rng"], dev)
+        best = (resumed["best_val"], resumed["best_epoch"], resumed["best_state"])
+        rows = resumed["rows"]
+        start = resumed["epoch"] + 1
+        log.info("resumed from checkpoint %s after epoch %d", checkpoint, resumed["epoch"])
     stream = progress if progress is not None else sys.stderr
     try:
         from tqdm import tqdm
 
-        bar = tqdm(total=epochs, file=stream, desc="train", mininterval=1.0, ascii=True)
+        bar = tqdm(total=epochs, initial=start - 1, file=stream, desc="train", mininterval=1.0, ascii=True)
     except ImportError:  # pragma: no cover
         bar = None
     t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        warm = beta * min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs > 0 else beta
-        perm = torch.randperm(n, generator=gen, device=dev)
-        acc = torch.zeros(3, device=dev)
-        n_seen = 0
-        for i in range(0, n, bs):
-            idx = perm[i : i + bs]
-            if idx.numel() < 2 and model.config["batch_norm"]:
-                continue  # BatchNorm cannot normalise a batch of one
-            loss, recon, kl = model(x_tr[idx], t_tr[idx], l_tr[idx], beta=warm)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
-            n_seen += idx.numel()
-        val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
-        both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
-        row = dict(
-            epoch=epoch,
-            beta=warm,
-            train_loss=both[0],
-            train_recon=both[1],
-            train_kl=both[2],
-            val_loss=both[3],
-            val_recon=both[4],
-            val_kl=both[5],
-        )
-        if not np.all(np.isfinite(both)):
-            raise TrainingError(
-                f"training diverged at epoch {epoch}: the loss became NaN or infinite "
-                f"(train loss {both[0]:g}, val loss {both[3]:g}); lower train.lr "
-                f"(now {lr:g}) or check the input scaling"
+    try:
+        for epoch in range(start, epochs + 1):
+            model.train()
+            warm = beta * min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs > 0 else beta
+            perm = torch.randperm(n, generator=gen, device=dev)
+            acc = torch.zeros(3, device=dev)
+            n_seen = 0
+            for i in range(0, n, bs):
+                idx = perm[i : i + bs]
+                if idx.numel() < 2 and model.config["batch_norm"]:
+                    continue  # BatchNorm cannot normalise a batch of one
+                loss, recon, kl = model(x_tr[idx], t_tr[idx], l_tr[idx], beta=warm)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
+                n_seen += idx.numel()
+            val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
+            both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
+            row = dict(
+                epoch=epoch,
+                beta=warm,
+                train_loss=both[0],
+                train_recon=both[1],
+                train_kl=both[2],
+                val_loss=both[3],
+                val_recon=both[4],
+                val_kl=both[5],
             )
-        rows.append(row)
-        if bar is not None:
-            bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
-            bar.update(1)
-        # early stopping only once the KL weight has reached its final value
-        if epoch >= kl_warmup_epochs:
-            if row["val_loss"] < best[0] - min_delta:
-                best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
-            elif epoch - best[1] >= patience:
-                log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
-                break
+            if not np.all(np.isfinite(both)):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch}: the loss became NaN or infinite "
+                    f"(train loss {both[0]:g}, val loss {both[3]:g}); lower train.lr "
+                    f"(now {lr:g}) or check the input scaling"
+                )
+            rows.append(row)
+            if bar is not None:
+                bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
+                bar.update(1)
+            # early stopping only once the KL weight has reached its final value
+            if epoch >= kl_warmup_epochs:
+                if row["val_loss"] < best[0] - min_delta:
+                    best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
+                elif epoch - best[1] >= patience:
+                    log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
+                    break
+            if checkpoint and checkpoint_every and epoch % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, best, rows)
+    except torch.OutOfMemoryError as exc:
+        raise _oom(dev, bs, cohort) from exc
     if bar is not None:
         bar.close()
     if best[2] is None:  # warm-up longer than training: keep the last weights
@@ -196,3 +228,66 @@ def train_vae(
         "torch": str(torch.__version__),
     }
     return model, history, info
+
+
+def _oom(dev, batch_size, cohort):
+    n, g = cohort.x.shape
+    return TrainingError(
+        f"out of memory on {dev} training with batch_size {batch_size} on {n} samples x {g} genes "
+        f"held on the device; lower train.batch_size, model.hidden or preprocess.n_top_genes, "
+        f"or set train.device: cpu (on SLURM, a retry with more memory follows if retries are set)"
+    )
+
+
+def _fingerprint(*parts):
+    """Identity of a training run: settings, data and initial weights."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    *settings, x_tr, x_va, init_state = parts
+    h.update(json.dumps([str(p) for p in settings]).encode())
+    for t in (x_tr, x_va):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    if init_state is not None:
+        for k in sorted(init_state):
+            h.update(k.encode())
+            h.update(init_state[k].detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path, fingerprint, epoch, model, opt, gen, dev, best, rows):
+    from .io import atomic_path
+
+    state = {
+        "fingerprint": fingerprint,
+        "epoch": int(epoch),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "best_val": float(best[0]),
+        "best_epoch": int(best[1]),
+        "best_state": best[2],
+        "rows": [{k: float(v) if k != "epoch" else int(v) for k, v in r.items()} for r in rows],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path, fingerprint, dev):
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        state = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as exc:  # a checkpoint we cannot read is ignored, never trusted
+        log.warning("ignoring unreadable checkpoint %s (%s); training from the start", path, exc)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to other settings or data", path)
+        return None
+    state["generator"] = state["generator"].cpu()
+    state["torch_rng"] = state["torch_rng"].cpu()
+    return state

@@ -1,0 +1,24 @@
+# Re-apply the trained model to a new cohort without retraining:
+#   snakemake apply_new --cores 1 --config new_data='{expression: path/to/new.tsv}'
+
+
+rule apply_new:
+    input:
+        unpack(new_data_inputs),
+        model=f"{R}/model/model.pt",
+        transform=f"{R}/preprocess/transform.json",
+    output:
+        latent=f"{R}/new/{NEW}/latent.tsv",
+        errors=f"{R}/new/{NEW}/reconstruction_error.tsv",
+        manifest=f"{R}/new/{NEW}/manifest.json",
+    log:
+        f"{R}/logs/apply_new/{NEW}.log",
+    benchmark:
+        f"{R}/benchmarks/apply_new/{NEW}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: config["train"]["threads"]
+    params:
+        new_data=new_data_params(),
+    script:
+        "../scripts/apply_new.py"
