@@ -2,6 +2,7 @@ if SIMULATE:
 
     rule simulate:
         output:
+            **pseudonym_map_output(),
             matrix=f"{R}/data/matrix.parquet",
             samples=f"{R}/data/samples.tsv",
             genes=f"{R}/data/genes.tsv",
@@ -24,6 +25,7 @@ else:
         input:
             **collect_inputs(),
         output:
+            **pseudonym_map_output(),
             matrix=f"{R}/data/matrix.parquet",
             samples=f"{R}/data/samples.tsv",
             genes=f"{R}/data/genes.tsv",

@@ -179,6 +179,7 @@ def collect_params():
         "control": config["analysis"]["control"],
         "split": split_fractions(),
         "simulate": config["simulate"] if SIMULATE else None,
+        **pseudonym_params(),  # privacy.pseudonymize (privacy.smk)
     }
 
 
@@ -238,6 +239,9 @@ def train_params(wildcards):
         "device": t["device"],
         "deterministic": t["deterministic"],
         "checkpoint_every": t["checkpoint_every"],
+        **dp_train_params(),  # privacy.dp (privacy.smk)
+        # only when not float32, so that float32 rounds trained before this key existed are kept
+        **({"precision": str(t["precision"])} if str(t["precision"]) != "32" else {}),
     }
 
 
@@ -296,6 +300,7 @@ def new_data_params():
     return {
         "orientation": config["new_data"]["orientation"],
         "value_type": value_type(),
+        **pseudonym_params(new_cohort=NEW),
     }
 
 

@@ -42,7 +42,7 @@ rule plots:
         "../../envs/report.yaml"
     params:
         plots=config["plots"],
-        labels=config["analysis"]["labels"],
+        labels=label_params(),
     script:
         "../scripts/plots.py"
 
@@ -56,6 +56,7 @@ rule summarize:
         test=f"{R}/model/test_metrics.json",
         risk=f"{R}/risk_genes.tsv",
         truth=truth_file(),
+        synthetic=synthetic_metrics(),
     output:
         summary=report(
             f"{R}/summary.json",

@@ -59,6 +59,7 @@ rule evaluate:
 checkpoint decide:
     input:
         metrics=f"{R}/rounds/{{round}}/metrics.json",
+        infos=dp_round_infos,  # with DP: privacy spent by rounds 1..r
     output:
         decision=f"{R}/rounds/{{round}}/decision.json",
     log:
@@ -70,6 +71,7 @@ checkpoint decide:
     conda:
         "../../envs/model.yaml"
     params:
+        **dp_decide_params(),
         decide=decide_params(),
     script:
         "../scripts/decide.py"

@@ -25,6 +25,7 @@ def step(sm, _log):
         layer=p["layer"],
         sha256=p["sha256"],
         origins=p["origins"],
+        privacy=p.get("privacy"),
     )
 
 

@@ -10,6 +10,8 @@ def step(sm, _log):
         metrics=sm.input.metrics,
         out_decision=sm.output.decision,
         round_=int(sm.wildcards.round),
+        privacy=sm.params.get("privacy"),
+        infos=list(sm.input.infos),
         **sm.params.decide,
     )
 

@@ -15,7 +15,7 @@ def step(sm, _log):
         features=sm.input.features,
         samples=sm.input.samples,
         out=dict(sm.output),
-        labels=sm.params.labels,
+        **sm.params.labels,
         **sm.params.plots,
     )
 

@@ -12,6 +12,7 @@ def step(sm, _log):
         out_genes=sm.output.genes,
         out_manifest=sm.output.manifest,
         out_truth=sm.output.truth,
+        privacy=sm.params.collect.get("privacy"),
         **sm.params.collect["simulate"],
     )
 

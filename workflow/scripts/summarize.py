@@ -15,6 +15,7 @@ def step(sm, _log):
         test=sm.input.test,
         risk=sm.input.risk,
         truth=sm.input.get("truth") or None,
+        synthetic=sm.input.get("synthetic") or None,
         out_summary=sm.output.summary,
     )
 

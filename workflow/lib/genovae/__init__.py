@@ -19,6 +19,9 @@ behaviour they own:
 - ``apply``: latent space, reconstruction errors, held-out test metrics.
 - ``risk``: condition-associated ("risk") gene ranking.
 - ``plots``: figures for the report.
+- ``pseudonym``: keyed pseudonyms for sample ids (``privacy.pseudonymize``).
+- ``privacy``: differentially private training (DP-SGD) and its budget across rounds.
+- ``synthetic``: synthetic cohorts from the selected model and their evaluation.
 """
 
 __version__ = "0.1.0"

@@ -119,6 +119,7 @@ def apply_new_data(
     out_errors,
     out_manifest,
     threads=1,
+    privacy=None,
 ):
     """Encode a new cohort with the saved transform and model, without retraining.
 
@@ -134,6 +135,7 @@ def apply_new_data(
     from .evaluate import encode
     from .model import load_model
     from .preprocess import Transform
+    from .pseudonym import apply_to_cohort
 
     torch.set_num_threads(int(threads))
     vae, blob = load_model(model)
@@ -153,6 +155,8 @@ def apply_new_data(
         unknown = [s for s in raw.index if s not in sheet.index]
         if unknown:
             raise InputError(samples, f"{len(unknown)} sample(s) of {expression} are not listed, e.g. {unknown[:5]}")
+    # privacy.pseudonymize: keyed pseudonyms (same key as the training cohort) before anything is written
+    raw, sheet, _, _, pseudonymized = apply_to_cohort(raw, sheet, privacy)
     x = t.apply(raw).to_numpy(dtype=np.float32)
     library_all = raw.to_numpy(dtype=np.float64).sum(axis=1)
     library = raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32)
@@ -180,6 +184,7 @@ def apply_new_data(
         "n_samples": int(len(raw)),
         "genes_used": len(t.genes),
         "genes_ignored": int(raw.shape[1] - len(t.genes)),
+        "privacy": pseudonymized,
     }
     io.write_tsv(out_latent, latent)
     io.write_tsv(out_errors, errors)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, sources
+from . import io, pseudonym, sources
 from .errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,11 @@ def read_expression(path, orientation="samples_by_genes"):
         raise ConfigError("data.orientation", f"must be one of {ORIENTATIONS}, got {orientation!r}")
     # read_table checks the file itself (missing, unreadable, gzip, delimiter) first;
     # ids in the first column stay text, so '001' is not read as 1
-    df = io.read_table(path, index_col=0, dtype={0: str})
+    fast = _read_numeric_parquet(path) if io.table_format(path)[0] == "parquet" else None
+    if fast is not None:
+        df, value_problem = fast
+    else:
+        df = io.read_table(path, index_col=0, dtype={0: str})
     header = _header_names(path)
     if header is not None:
         # an R-style header has no name for the id column
@@ -104,10 +108,103 @@ def read_expression(path, orientation="samples_by_genes"):
         raise InputError(path, f"duplicate {row_what} ids in the first column: {_preview(dups)}")
     if header is not None and df.isna().to_numpy().any():
         _check_row_lengths(path, len(header))
-    df = _to_numeric(df, path)
+    if fast is None:
+        df = _to_numeric(df, path)
+    elif value_problem is not None:
+        raise value_problem(df.index, df.columns)
     if orientation == "genes_by_samples":
         df = df.T
     return df
+
+
+#: columns converted at a time when a wide Parquet matrix is read or checked
+COLUMN_BLOCK = 512
+
+
+def _read_numeric_parquet(path):
+    """Read an all-numeric Parquet matrix column-chunked into one float32 array.
+
+    Returns (frame, problem): ``frame`` is a float32 DataFrame (row ids from the
+    pandas index or the first column, as :func:`io.read_table` gives them) backed by
+    one column-major array, so peak memory is the matrix plus one chunk of
+    columns (no float64 copy); ``problem`` is None or a function of (row ids,
+    column ids) that makes the missing/infinite-value error of :func:`_to_numeric`,
+    raised by the caller after the id checks, in the same order as before. Returns
+    None for files that need pandas (non-numeric columns, several index columns,
+    duplicate names): those take the general path and its messages.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    io._check_readable(path)
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except Exception as exc:  # pyarrow raises many types
+        raise InputError(path, f"cannot be read as Parquet ({exc})")
+    meta = schema.pandas_metadata or {}
+    index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    names = schema.names
+    if len(index_cols) > 1 or len(names) < 2 or len(set(names)) != len(names):
+        return None
+    id_col = index_cols[0] if index_cols else names[0]
+    value_names = [c for c in names if c != id_col]
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    if not all(any(f(schema.field(c).type) for f in numeric) for c in value_names):
+        return None
+    id_name = next((c.get("name") for c in meta.get("columns", []) if c.get("field_name") == id_col), id_col)
+    try:
+        ids = pf.read(columns=[id_col]).column(0).to_pandas()
+        n = len(ids)
+        values = np.empty((n, len(value_names)), dtype=np.float32, order="F")
+        nan_count = inf_count = 0
+        nan_first = inf_first = None
+        for j in range(0, len(value_names), COLUMN_BLOCK):
+            chunk = pf.read(columns=value_names[j : j + COLUMN_BLOCK], use_threads=False)
+            for k, col in enumerate(chunk.columns):
+                a = col.to_numpy()
+                if a.dtype.kind == "f":
+                    nan, inf = np.isnan(a), np.isinf(a)
+                    if nan.any():
+                        nan_count += int(nan.sum())
+                        cell = (int(np.argmax(nan)), j + k)
+                        nan_first = cell if nan_first is None else min(nan_first, cell)
+                    if inf.any():
+                        inf_count += int(inf.sum())
+                        cell = (int(np.argmax(inf)), j + k)
+                        inf_first = cell if inf_first is None else min(inf_first, cell)
+                values[:, j + k] = a
+            del chunk
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as Parquet ({exc})")
+    df = pd.DataFrame(values, index=pd.Index(ids, name=id_name), columns=pd.Index(value_names, dtype=object),
+                      copy=False)
+    problem = None
+    if nan_count:
+        def problem(rows, cols, r=nan_first[0], c=nan_first[1], count=nan_count):
+            return InputError(
+                path,
+                f"{count} missing values (empty or NA), first in row {rows[r]!r}, "
+                f"column {cols[c]!r}; impute or remove them before running genovae",
+            )
+    elif inf_count:
+        def problem(rows, cols, r=inf_first[0], c=inf_first[1], count=inf_count):
+            return InputError(
+                path, f"{count} infinite values, first in row {rows[r]!r}, column {cols[c]!r}"
+            )
+    return df, problem
+
+
+def _first_cell(values, test, block=COLUMN_BLOCK):
+    """First (row, column) in row-major order where ``test`` holds, checked in column blocks; or None."""
+    first = None
+    for j in range(0, values.shape[1], block):
+        hit = test(values[:, j : j + block])
+        rows = np.flatnonzero(hit.any(axis=1))
+        if len(rows):
+            cell = (int(rows[0]), j + int(np.flatnonzero(hit[rows[0]])[0]))
+            first = cell if first is None else min(first, cell)
+    return first
 
 
 def _to_numeric(df, path):
@@ -188,6 +285,8 @@ def match_samples(matrix, sheet, expression_path, samples_path, orientation):
             f"{len(extra)} sample(s) of the matrix are not in the sample sheet {samples_path}: "
             f"{_preview(extra)}",
         )
+    if matrix.index.equals(sheet.index):
+        return matrix  # already in the sheet's order: no copy of a large matrix
     return matrix.loc[sheet.index]
 
 
@@ -196,16 +295,18 @@ def check_values(matrix, value_type, path):
         raise ConfigError("data.value_type", f"must be one of {VALUE_TYPES}, got {value_type!r}")
     values = matrix.to_numpy()
     if value_type == "counts":
-        if (values < 0).any():
-            r, c = np.argwhere(values < 0)[0]
+        # checked in column blocks: temporaries of a block, not of the whole matrix
+        neg = _first_cell(values, lambda v: v < 0)
+        if neg is not None:
+            r, c = neg
             raise InputError(
                 path,
                 f"negative value {values[r, c]:g} (row {matrix.index[r]!r}, column "
                 f"{matrix.columns[c]!r}) but data.value_type is 'counts'; counts cannot be negative",
             )
-        frac = np.abs(values - np.round(values)) > 1e-6
-        if frac.any():
-            r, c = np.argwhere(frac)[0]
+        frac = _first_cell(values, lambda v: np.abs(v - np.round(v)) > 1e-6)
+        if frac is not None:
+            r, c = frac
             raise InputError(
                 path,
                 f"non-integer value {values[r, c]:g} (row {matrix.index[r]!r}, column "
@@ -320,6 +421,7 @@ def collect(
     layer=None,
     sha256=None,
     origins=None,
+    privacy=None,
 ):
     """Validate the inputs and write the canonical matrix, sheet, genes and manifest.
 
@@ -329,7 +431,10 @@ def collect(
     a sample sheet (GEO, h5ad). ``sha256`` ({role: hex} or a hex string for the
     expression file) is checked before anything is read. ``origins`` ({role:
     URL or path as configured}) is recorded in the manifest; a downloaded copy
-    whose checksum does not match is deleted.
+    whose checksum does not match is deleted. ``privacy`` (the config's
+    ``privacy`` section) with ``pseudonymize`` replaces every sample id by its
+    keyed pseudonym right after the values are checked, before any warning,
+    log message or output names a sample (see :mod:`genovae.pseudonym`).
     """
     split = split or {"train": 0.7, "val": 0.15, "test": 0.15}
     origins = {k: v for k, v in (origins or {}).items() if v}
@@ -370,6 +475,9 @@ def collect(
     raw = _restore_file_names(raw, sheet, source.renamed)
     matrix = match_samples(raw, sheet, expression, sheet_path, orientation)
     check_values(matrix, value_type, expression)
+    matrix, sheet, _, scrub, pseudonymized = pseudonym.apply_to_cohort(matrix, sheet.loc[matrix.index], privacy)
+    if scrub is not None:
+        notes = [scrub(n) for n in notes]
     matrix = drop_empty(matrix, value_type, expression, warnings)
     sheet = sheet.loc[matrix.index]
     check_condition(sheet, condition, case, control, min_group_size(split), sheet_path)
@@ -396,6 +504,7 @@ def collect(
         "shape_after": list(matrix.shape),
         "notes": notes,
         "warnings": warnings,
+        "privacy": pseudonymized,
     }
     write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest)
     log.info("collected %d samples x %d genes from %s (%s)", *matrix.shape, expression, source.parser)

@@ -32,7 +32,10 @@ class Cohort:
     def tensors(self, name, device):
         m = self.split == name if name != "all" else np.ones(len(self.split), bool)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a[m]), dtype=torch.float32, device=device)  # noqa: E731
-        return as_t(self.x), as_t(self.target), as_t(self.library)
+        x = as_t(self.x)
+        # gaussian/bernoulli targets are the inputs: one tensor, not two copies of the split
+        target = x if self.target is self.x else as_t(self.target)
+        return x, target, as_t(self.library)
 
 
 def load_cohort(features_path, split_path, matrix_path, likelihood):
@@ -42,7 +45,7 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
     x = features.to_numpy(dtype=np.float32)
     genes = list(features.columns)
     if likelihood == "nb":
-        counts = pd.read_parquet(matrix_path, columns=genes).to_numpy(dtype=np.float32)
+        counts = io.read_matrix(matrix_path, columns=genes).to_numpy(dtype=np.float32)
         target = counts
     else:
         target = x

@@ -165,12 +165,46 @@ def write_matrix(path, df):
         out.to_parquet(tmp, engine="pyarrow", index=True)
 
 
-def read_matrix(path):
-    """Read a canonical matrix written by :func:`write_matrix`."""
-    df = pd.read_parquet(path)
-    df.index = df.index.astype(str)
-    df.columns = df.columns.astype(str)
-    return df
+#: columns read from Parquet at a time by :func:`read_matrix`
+COLUMN_CHUNK = 1024
+
+
+def read_matrix(path, columns=None):
+    """Read a canonical matrix written by :func:`write_matrix` as float32.
+
+    The values are read with pyarrow ``COLUMN_CHUNK`` columns at a time into one
+    preallocated column-major float32 array that backs the returned DataFrame
+    (the layout pandas itself uses): peak memory is the matrix plus one chunk,
+    not the matrix twice (Arrow table + pandas copy). ``columns`` reads only
+    those genes, in that order.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    meta = pf.schema_arrow.pandas_metadata or {}
+    index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    if len(index_cols) != 1:  # not written by write_matrix: let pandas interpret it
+        df = pd.read_parquet(path, columns=None if columns is None else list(columns))
+        df.index = df.index.astype(str)
+        df.columns = df.columns.astype(str)
+        return df.astype(np.float32, copy=False)
+    names = [c for c in pf.schema_arrow.names if c != index_cols[0]]
+    if columns is not None:
+        columns = [str(c) for c in columns]
+        missing = sorted(set(columns) - set(names))
+        if missing:
+            raise KeyError(f"{path}: no column(s) {missing[:5]}")
+        names = columns
+    index_name = next((c.get("name") for c in meta.get("columns", []) if c.get("field_name") == index_cols[0]),
+                      index_cols[0])
+    index = pd.Index(pf.read(columns=index_cols).column(0).to_pandas().astype(str).to_numpy(), name=index_name)
+    values = np.empty((pf.metadata.num_rows, len(names)), dtype=np.float32, order="F")
+    for j in range(0, len(names), COLUMN_CHUNK):
+        chunk = pf.read(columns=names[j : j + COLUMN_CHUNK], use_threads=False)
+        for k, col in enumerate(chunk.columns):
+            values[:, j + k] = col.to_numpy()
+        del chunk
+    return pd.DataFrame(values, index=index, columns=pd.Index(names, dtype=object).astype(str), copy=False)
 
 
 def to_jsonable(obj):

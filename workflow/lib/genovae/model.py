@@ -114,7 +114,8 @@ class VAE(nn.Module):
         """Decoder output: mean (gaussian), logits (bernoulli) or log proportions (nb)."""
         out = self.out(self.decoder(z))
         if self.likelihood == "nb":
-            return F.log_softmax(out, dim=-1)
+            # float32 under autocast too (no-op in float32): proportions of thousands of genes
+            return F.log_softmax(out.float(), dim=-1)
         return out
 
     def log_likelihood(self, target, dec, library=None):
@@ -139,8 +140,11 @@ class VAE(nn.Module):
     def forward(self, x, target, library=None, beta=1.0, sample=True):
         """Return (loss, reconstruction loss, KL), each the mean over the batch."""
         mu, logvar = self.encode(x)
+        # under bf16/fp16 autocast the layers run in low precision, the loss in float32
+        # (.float() returns the tensor itself when it is float32 already)
+        mu, logvar = mu.float(), logvar.float()
         z = self.reparameterize(mu, logvar) if sample else mu
-        dec = self.decode(z)
+        dec = self.decode(z).float()
         recon = -self.log_likelihood(target, dec, library)
         kl = kl_standard_normal(mu, logvar).sum(-1)
         return (recon + beta * kl).mean(), recon.mean(), kl.mean()

@@ -75,13 +75,13 @@ def _embed_2d(z, seed=0, max_tsne=3000):
     return views
 
 
-def latent_space(latent, samples, labels, path, dpi=120):
+def latent_space(latent, samples, labels, path, dpi=120, condition="condition"):
     """Latent means in 2-D, one row per label column, one column per projection."""
     df = pd.read_csv(latent, sep="\t", dtype={"sample_id": str, "condition": str})
     sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False).set_index("sample_id")
     z = df.filter(regex=r"^z\d+$").to_numpy()
     views = _embed_2d(z)
-    label_cols = ["condition"] + [c for c in labels if c in sheet.columns]
+    label_cols = ["condition"] + [c for c in labels if c in sheet.columns and c != condition]
     fig, axes = plt.subplots(
         len(label_cols), len(views), figsize=(6 * len(views), 4.8 * len(label_cols)), squeeze=False
     )
@@ -101,7 +101,8 @@ def latent_space(latent, samples, labels, path, dpi=120):
                                    lw=0.3, label=lvl if split == "train" else None)
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
-            ax.set_title(f"{title}, coloured by {col}", fontsize=9)
+            name = condition if col == "condition" else col
+            ax.set_title(f"{title}, coloured by {name}", fontsize=9)
             if len(levels) <= 20:
                 ax.legend(fontsize=7, markerscale=1.2, loc="best")
     fig.suptitle("latent space (marker = split: o train, s validation, ^ test)", fontsize=10)
@@ -187,10 +188,11 @@ def risk_heatmap(risk, features, latent, path, top_genes=30, dpi=120):
 
 
 def make_plots(
-    *, histories, selection, latent, errors, risk, features, samples, out, labels=(), top_genes=30, dpi=120
+    *, histories, selection, latent, errors, risk, features, samples, out, condition="condition", labels=(),
+    top_genes=30, dpi=120,
 ):
     loss_curves(histories, selection, out["loss"], dpi)
-    latent_space(latent, samples, labels, out["latent"], dpi)
+    latent_space(latent, samples, labels, out["latent"], dpi, condition=condition)
     reconstruction_error(errors, out["errors"], dpi)
     volcano(risk, out["volcano"], top_genes, dpi)
     risk_heatmap(risk, features, latent, out["heatmap"], top_genes, dpi)

@@ -96,9 +96,10 @@ class Transform:
     def scale_log(self, logx):
         center = np.asarray(self.center)
         scale = np.asarray(self.scale)
-        z = (logx - center) / scale
+        z = logx - center  # in place from here: one temporary of the matrix's size, not three
+        z /= scale
         if self.scaling == "minmax":
-            z = np.clip(z, 0.0, 1.0)
+            np.clip(z, 0.0, 1.0, out=z)
         return z.astype(np.float32)
 
     def unscale(self, z):
@@ -140,6 +141,34 @@ def log_base_value(value_type, log_base):
     return {"e": float(np.e), "2": 2.0, "10": 10.0}[str(log_base)]
 
 
+#: genes per block: the float64 temporaries of the transform are n_samples x GENE_BLOCK
+GENE_BLOCK = 512
+
+
+def _values(matrix):
+    """The samples x genes values without a copy (float32 for the canonical matrix)."""
+    return matrix.to_numpy() if isinstance(matrix, pd.DataFrame) else np.asarray(matrix)
+
+
+def _gene_block(values, cols):
+    """float64 copy of some genes (a slice or index array), samples x genes, column-major."""
+    return np.asfortranarray(values[:, cols], dtype=np.float64)
+
+
+def row_sums(values):
+    """Per-sample float64 sums over all genes, without a float64 copy of the matrix.
+
+    The genes are added one after another, as NumPy sums the rows of a
+    column-major float64 matrix (the layout pandas gives): the same numbers.
+    """
+    total = np.zeros(values.shape[0])
+    for j in range(0, values.shape[1], GENE_BLOCK):
+        block = _gene_block(values, slice(j, j + GENE_BLOCK))
+        for k in range(block.shape[1]):
+            total += block[:, k]
+    return total
+
+
 def fit_transform(
     matrix,
     train_mask,
@@ -154,9 +183,16 @@ def fit_transform(
     n_top_genes=2000,
     scaling="zscore",
 ):
-    """Fit the transform on the train rows of ``matrix``; return (transform, log matrix)."""
+    """Fit the transform on the train rows of ``matrix``; return (transform, log matrix).
+
+    The matrix is read in blocks of ``GENE_BLOCK`` genes (float64 within a block):
+    memory beyond the matrix itself is a few blocks plus the selected genes'
+    log values, never a float64 copy of the whole matrix. Every statistic is per
+    gene, so the result equals that of the whole-matrix computation.
+    """
     train_mask = np.asarray(train_mask, bool)
-    raw = matrix.to_numpy(dtype=np.float64)
+    values = _values(matrix)
+    n_genes = values.shape[1]
     t = Transform(
         value_type=value_type,
         log_base=log_base_value(value_type, log_base),
@@ -164,54 +200,76 @@ def fit_transform(
         center=[],
         scale=[],
         scaling=scaling,
-        n_genes_input=matrix.shape[1],
+        n_genes_input=n_genes,
     )
+    lib = None
     if value_type == "counts":
-        lib = raw[train_mask].sum(axis=1)
-        t.library_size_target = float(library_size_target or np.median(lib))
+        lib = row_sums(values)
+        t.library_size_target = float(library_size_target or np.median(lib[train_mask]))
     elif value_type == "intensity":
         if intensity_floor is None or intensity_floor <= 0:
             raise ConfigError("preprocess.intensity_floor", "must be > 0 for log2 of intensities")
         t.intensity_floor = float(intensity_floor)
         t.intensity_ceiling = None if intensity_ceiling is None else float(intensity_ceiling)
-    logx = t.to_log(raw)
-    tr = logx[train_mask]
-    keep = np.ones(raw.shape[1], bool)
-    report = {"input": int(raw.shape[1])}
+    n_train = int(train_mask.sum())
+    keep = np.ones(n_genes, bool)
+    sd = np.empty(n_genes)
+    mad = np.zeros(n_genes)
+    report = {"input": int(n_genes)}
+    need = None
     if min_expression is not None:
-        need = min_samples if min_samples >= 1 else int(np.ceil(min_samples * tr.shape[0]))
-        keep &= (tr > min_expression).sum(axis=0) >= max(need, 1)
+        need = min_samples if min_samples >= 1 else int(np.ceil(min_samples * n_train))
+    with_mad = bool(n_top_genes) and n_top_genes < n_genes
+    for j in range(0, n_genes, GENE_BLOCK):
+        cols = slice(j, min(j + GENE_BLOCK, n_genes))
+        tr = t.to_log(_gene_block(values, cols), library_size=lib)[train_mask]
+        if need is not None:
+            keep[cols] &= (tr > min_expression).sum(axis=0) >= max(need, 1)
+        sd[cols] = tr.std(axis=0)
+        if with_mad:
+            ok = np.flatnonzero(keep[cols] & (sd[cols] > 1e-8))
+            sub = tr[:, ok]
+            mad[j + ok] = np.median(np.abs(sub - np.median(sub, axis=0)), axis=0)
+    if need is not None:
         report["after_min_expression"] = int(keep.sum())
-    sd = tr.std(axis=0)
     keep &= sd > 1e-8
     report["after_constant_filter"] = int(keep.sum())
     if not keep.any():
         raise InputError("expression matrix", "no gene passes the expression filter; relax preprocess.min_expression")
     idx = np.flatnonzero(keep)
     if n_top_genes and n_top_genes < len(idx):
-        sub = tr[:, idx]
-        mad = np.median(np.abs(sub - np.median(sub, axis=0)), axis=0)
         # ties (e.g. MAD 0 for sparse counts) are broken by the standard deviation
-        order = np.lexsort((-sd[idx], -mad))
+        order = np.lexsort((-sd[idx], -mad[idx]))
         idx = np.sort(idx[order[:n_top_genes]])
     report["selected"] = int(len(idx))
-    t.genes = [str(g) for g in matrix.columns[idx]]
-    sel = tr[:, idx]
-    if scaling == "zscore":
-        center, scale = sel.mean(axis=0), sel.std(axis=0)
-    elif scaling == "minmax":
-        center = sel.min(axis=0)
-        scale = sel.max(axis=0) - center
-    elif scaling == "none":
-        center, scale = np.zeros(len(idx)), np.ones(len(idx))
-    else:
-        raise ConfigError("preprocess.scaling", f"unknown scaling {scaling!r}")
+    t.genes = [str(g) for g in _columns(matrix, idx)]
+    logx = np.empty((values.shape[0], len(idx)), order="F")
+    center, scale = np.empty(len(idx)), np.empty(len(idx))
+    for j in range(0, len(idx), GENE_BLOCK):
+        cols = slice(j, j + GENE_BLOCK)
+        logx[:, cols] = t.to_log(_gene_block(values, idx[cols]), library_size=lib)
+        sel = np.asfortranarray(logx[train_mask, cols])
+        if scaling == "zscore":
+            center[cols], scale[cols] = sel.mean(axis=0), sel.std(axis=0)
+        elif scaling == "minmax":
+            center[cols] = sel.min(axis=0)
+            scale[cols] = sel.max(axis=0) - center[cols]
+        elif scaling == "none":
+            center[cols], scale[cols] = 0.0, 1.0
+        else:
+            raise ConfigError("preprocess.scaling", f"unknown scaling {scaling!r}")
     scale = np.where(scale > 1e-8, scale, 1.0)
     t.center = center.tolist()
     t.scale = scale.tolist()
     t.filter_report = report
     log.info("gene selection: %s", report)
-    return t, logx[:, idx]
+    return t, logx
+
+
+def _columns(matrix, idx):
+    if isinstance(matrix, pd.DataFrame):
+        return matrix.columns[idx]
+    return [str(i) for i in idx]
 
 
 def preprocess(
@@ -235,18 +293,22 @@ def preprocess(
     assignment = stratified_split(sheet[condition], split, seed)
     train_mask = (assignment == "train").to_numpy()
     t, logx = fit_transform(matrix, train_mask, value_type, **transform_kwargs)
-    features = pd.DataFrame(t.scale_log(logx), index=matrix.index, columns=t.genes)
     split_df = pd.DataFrame(
         {
             "sample_id": matrix.index,
             "split": assignment.to_numpy(),
             "condition": sheet[condition].to_numpy(),
-            "library_size": matrix.to_numpy(dtype=np.float64).sum(axis=1),
+            "library_size": row_sums(matrix.to_numpy()),
         }
     )
+    n_input = matrix.shape[1]
+    index = matrix.index
+    del matrix  # the full matrix is not needed any more: free it before scaling
+    features = pd.DataFrame(t.scale_log(logx), index=index, columns=t.genes, copy=False)
+    del logx
     io.write_matrix(out_features, features)
     io.write_tsv(out_split, split_df, float_format="%.10g")
     t.save(out_transform)
     counts = split_df["split"].value_counts().to_dict()
-    log.info("split: %s; %d genes selected of %d", counts, len(t.genes), matrix.shape[1])
+    log.info("split: %s; %d genes selected of %d", counts, len(t.genes), n_input)
     return t

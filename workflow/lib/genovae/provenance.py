@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, io
 
-PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib")
+PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib", "opacus")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 
 

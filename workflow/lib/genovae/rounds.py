@@ -41,7 +41,13 @@ def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_fa
 
 
 def loop_continues(decision, round_, max_rounds):
-    """Whether another round follows ``round_`` given its decision."""
+    """Whether another round follows ``round_`` given its decision.
+
+    A decision whose privacy block says stop (the next round would exceed
+    ``privacy.dp.total_epsilon``) ends the loop too.
+    """
+    if (decision.get("privacy") or {}).get("stop"):
+        return False
     return (not decision["passed"]) and int(round_) < int(max_rounds)
 
 
@@ -74,6 +80,7 @@ def train_round(
     progress=None,
 ):
     """Train round ``round_`` (optionally warm-started) and write model, history, info."""
+    import functools
     import logging
     import os
 
@@ -87,6 +94,7 @@ def train_round(
     log = logging.getLogger(__name__)
     cfg = dict(train_config)
     warm = cfg.pop("warm_start", False)
+    dp = cfg.pop("dp", None)  # privacy.dp.enabled: DP-SGD (genovae.privacy)
     init_state = None
     if warm and previous:
         blob = torch.load(previous, map_location="cpu", weights_only=True)
@@ -96,6 +104,10 @@ def train_round(
     # kept beside the outputs (not an output itself, so Snakemake leaves it after a
     # killed job): a rerun with --rerun-incomplete resumes from it
     checkpoint = os.path.join(os.path.dirname(out_model), "train_checkpoint.pt")
+    if dp:
+        from .privacy import train_vae_dp
+
+        train_vae = functools.partial(train_vae_dp, dp=dp)  # noqa: F811
     model, history, info = train_vae(
         cohort,
         model_config=model_config,
@@ -151,7 +163,8 @@ def evaluate_round(
     return metrics
 
 
-def decide_round(*, metrics, out_decision, round_, metric, threshold):
+def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=None, infos=()):
+    """Write round ``round_``'s decision; with DP (``privacy``) also its privacy budget block."""
     import logging
 
     from . import io
@@ -159,6 +172,16 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold):
 
     m = io.read_json(metrics)
     decision = {"round": int(round_), **decide(m, metric, threshold), "seed": m.get("seed")}
+    if privacy:
+        from .privacy import budget_decision
+
+        decision["privacy"] = budget_decision(
+            list(infos),
+            round_=round_,
+            passed=decision["passed"],
+            max_rounds=privacy["max_rounds"],
+            settings=privacy,
+        )
     io.write_json(out_decision, decision)
     logging.getLogger(__name__).info(
         "round %d: %s = %.4g (%s), threshold %g: %s",
@@ -199,8 +222,13 @@ def select_model(*, decisions, models, out_model, out_selection, out_rounds, met
         "selected_round": selected,
         "threshold_met": met,
         "rounds": [
-            {k: d.get(k) for k in ("round", "metric", "value", "passed", "seed")} for d in ds
+            {
+                **{k: d.get(k) for k in ("round", "metric", "value", "passed", "seed")},
+                **({"epsilon": d["privacy"]["epsilon"]} if d.get("privacy") else {}),
+            }
+            for d in ds
         ],
+        **({"privacy": ds[-1]["privacy"]} if ds[-1].get("privacy") else {}),
         "device": blob["info"]["device"],
         "train_info": blob["info"],
     }

@@ -83,11 +83,17 @@ def simulate_cohort(
     return matrix, sheet, truth
 
 
-def simulate(*, out_matrix, out_samples, out_genes, out_manifest, out_truth, **params):
-    """Generate a cohort and write it in the canonical collect layout."""
+def simulate(*, out_matrix, out_samples, out_genes, out_manifest, out_truth, privacy=None, **params):
+    """Generate a cohort and write it in the canonical collect layout.
+
+    ``privacy`` with ``pseudonymize`` replaces the sample ids by keyed pseudonyms
+    as collect does (see :mod:`genovae.pseudonym`).
+    """
     from .collect import write_outputs
+    from .pseudonym import apply_to_cohort
 
     matrix, sheet, truth = simulate_cohort(**params)
+    matrix, sheet, _, _, pseudonymized = apply_to_cohort(matrix, sheet, privacy)
     # all-zero genes are possible for tiny means: drop them as collect would
     keep = matrix.to_numpy().any(axis=0)
     matrix = matrix.loc[:, keep]
@@ -103,6 +109,7 @@ def simulate(*, out_matrix, out_samples, out_genes, out_manifest, out_truth, **p
         "shape_before": [len(sheet), len(keep)],
         "shape_after": list(matrix.shape),
         "warnings": [] if keep.all() else [f"dropped {int((~keep).sum())} all-zero simulated genes"],
+        "privacy": pseudonymized,
     }
     write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest)
     io.write_tsv(out_truth, truth)

@@ -10,7 +10,7 @@ from .risk import ranking_metrics
 HEADLINE = ("recon_mse", "r2", "loss", "kl", "active_units", "pca_recon_mse", "mse_ratio_pca")
 
 
-def summarize(*, run, manifest, split, transform, selection, test, risk, truth, out_summary):
+def summarize(*, run, manifest, split, transform, selection, test, risk, truth, out_summary, synthetic=None):
     man = io.read_json(manifest)
     sel = io.read_json(selection)
     met = io.read_json(test)
@@ -40,13 +40,31 @@ def summarize(*, run, manifest, split, transform, selection, test, risk, truth, 
         "metrics": metrics,
         "warnings": man.get("warnings", []),
         "latent_vs_pca": _latent_vs_pca(met.get("labels", [])),
+        "privacy": _privacy(man, sel),
     }
+    if summary["privacy"]["dp"].get("stop_reason"):
+        summary["loop_stop_reason"] = summary["privacy"]["dp"]["stop_reason"]
+    if synthetic:
+        syn = io.read_json(synthetic)
+        summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
     if truth:
         planted = pd.read_csv(truth, sep="\t")["gene"].astype(str).tolist()
         r = pd.read_csv(risk, sep="\t", dtype={"gene": str})
         summary["ranking"] = ranking_metrics(r, planted)
     io.write_json(out_summary, summary)
     return summary
+
+
+def _privacy(manifest, selection):
+    """Pseudonymisation (from the collect manifest) and the DP budget spent (from the selection)."""
+    from .privacy import summary_block
+
+    pseudo = manifest.get("privacy") or {"pseudonymized": False}
+    return {
+        "pseudonymized": bool(pseudo.get("pseudonymized")),
+        **({"key_id": pseudo["key_id"]} if pseudo.get("key_id") else {}),
+        "dp": summary_block(selection, None) or {"enabled": False},
+    }
 
 
 def _latent_vs_pca(rows):

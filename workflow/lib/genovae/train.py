@@ -3,10 +3,14 @@
 The whole split lives on the device as one tensor; each epoch draws a seeded
 permutation on the device and slices batches from it. Losses are accumulated on
 the device and read back once per epoch (no per-step host synchronisation).
+``precision`` selects fp32 (``32``), bfloat16 autocast (``bf16``) or float16
+autocast with loss scaling (``16-mixed``); the loss itself is always computed in
+float32 and the weights stay float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -52,6 +56,18 @@ def resolve_device(spec="auto"):
     info["used"] = str(dev)
     info["name"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     return dev, info
+
+
+#: train.precision -> autocast dtype (None: plain float32)
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def resolve_precision(spec="32"):
+    """Normalise ``train.precision`` (``32``, ``bf16`` or ``16-mixed``; YAML may give the integer 32)."""
+    key = "32" if spec is None else str(spec).strip()
+    if key not in PRECISIONS:
+        raise ConfigError("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {spec!r}")
+    return key
 
 
 def set_seeds(seed, deterministic=False):
@@ -104,6 +120,7 @@ def train_vae(
     progress=None,
     checkpoint=None,
     checkpoint_every=10,
+    precision="32",
 ):
     """Train a VAE on ``cohort``'s train split with early stopping on val loss.
 
@@ -112,8 +129,13 @@ def train_vae(
     ``checkpoint_every`` epochs; a later call with the same settings and data
     resumes from it and, on CPU, ends with the same model as an uninterrupted run.
 
+    ``precision`` ``bf16`` or ``16-mixed`` runs the forward passes under
+    ``torch.autocast`` on the training device (CPU or CUDA); ``16-mixed`` also
+    scales the loss (``torch.amp.GradScaler``).
+
     Returns (model on CPU, history DataFrame, info dict).
     """
+    precision = resolve_precision(precision)
     if threads:
         torch.set_num_threads(int(threads))
     set_seeds(seed, deterministic)
@@ -135,15 +157,29 @@ def train_vae(
     bs = max(1, min(int(batch_size), n))
     best = (float("inf"), -1, None)
     rows = []
-    fingerprint = _fingerprint(
-        model_config, epochs, bs, lr, weight_decay, beta, kl_warmup_epochs, patience, min_delta, seed,
-        dev.type, x_tr, x_va, init_state,
-    )
+    amp_dtype = PRECISIONS[precision]
+    scaler = torch.amp.GradScaler(dev.type) if precision == "16-mixed" else None
+
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=amp_dtype)
+
+    # hashing the data costs time: only runs that checkpoint need the fingerprint
+    fingerprint = None
+    if checkpoint:
+        settings = [model_config, epochs, bs, lr, weight_decay, beta, kl_warmup_epochs, patience, min_delta, seed,
+                    dev.type]
+        if precision != "32":  # fingerprints of fp32 runs stay as before
+            settings.append(precision)
+        fingerprint = _fingerprint(*settings, x_tr, x_va, init_state)
     start = 1
     resumed = _load_checkpoint(checkpoint, fingerprint, dev)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         opt.load_state_dict(resumed["optimizer"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
         gen.set_state(resumed["generator"])
         torch.set_rng_state(resumed["torch_rng"])
         if dev.type == "cuda" and resumed.get("cuda_rng") is not None:
@@ -171,13 +207,22 @@ def train_vae(
                 idx = perm[i : i + bs]
                 if idx.numel() < 2 and model.config["batch_norm"]:
                     continue  # BatchNorm cannot normalise a batch of one
-                loss, recon, kl = model(x_tr[idx], t_tr[idx], l_tr[idx], beta=warm)
+                xb = x_tr[idx]
+                tb = xb if t_tr is x_tr else t_tr[idx]  # the target is the input unless nb
+                with autocast():
+                    loss, recon, kl = model(xb, tb, l_tr[idx], beta=warm)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
                 n_seen += idx.numel()
-            val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
+            with autocast():
+                val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
             both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
             row = dict(
                 epoch=epoch,
@@ -207,7 +252,7 @@ def train_vae(
                     log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
                     break
             if checkpoint and checkpoint_every and epoch % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, best, rows)
+                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, best, rows, scaler)
     except torch.OutOfMemoryError as exc:
         raise _oom(dev, bs, cohort) from exc
     if bar is not None:
@@ -224,6 +269,7 @@ def train_vae(
         "best_val_loss": float(best[0]),
         "seconds": time.perf_counter() - t0,
         "seed": int(seed),
+        "precision": precision,
         "threads": int(torch.get_num_threads()),
         "torch": str(torch.__version__),
     }
@@ -249,15 +295,21 @@ def _fingerprint(*parts):
     h.update(json.dumps([str(p) for p in settings]).encode())
     for t in (x_tr, x_va):
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().numpy().tobytes())
+        h.update(_buffer(t))
     if init_state is not None:
         for k in sorted(init_state):
             h.update(k.encode())
-            h.update(init_state[k].detach().cpu().numpy().tobytes())
+            h.update(_buffer(init_state[k]))
     return h.hexdigest()
 
 
-def _save_checkpoint(path, fingerprint, epoch, model, opt, gen, dev, best, rows):
+def _buffer(t):
+    """The bytes of a tensor for hashing, without a copy when it is a contiguous CPU tensor."""
+    a = np.ascontiguousarray(t.detach().cpu().numpy())
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
+
+
+def _save_checkpoint(path, fingerprint, epoch, model, opt, gen, dev, best, rows, scaler=None):
     from .io import atomic_path
 
     state = {
@@ -268,6 +320,7 @@ def _save_checkpoint(path, fingerprint, epoch, model, opt, gen, dev, best, rows)
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "best_val": float(best[0]),
         "best_epoch": int(best[1]),
         "best_state": best[2],

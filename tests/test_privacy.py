@@ -1,0 +1,433 @@
+"""Patient privacy and synthetic cohorts: keyed pseudonyms, DP-SGD and its budget, synthetic data.
+
+Unit tests of genovae.pseudonym, genovae.privacy and genovae.synthetic, and three real
+workflow runs: a pseudonymised run scanned for raw ids, a DP run on the shipped demo
+data, and a privacy budget that stops the retrain loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import hmac
+import json
+import os
+import re
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, TINY_CONFIG, copy_workflow, planned_jobs, run_snakemake, write_config
+
+sys.path.insert(0, str(REPO / "workflow" / "lib"))
+
+from genovae import privacy, pseudonym, synthetic  # noqa: E402
+from genovae.dataset import Cohort  # noqa: E402
+from genovae.errors import ConfigError  # noqa: E402
+from genovae.rounds import loop_continues  # noqa: E402
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+# ------------------------------------------------------------ pseudonyms
+def test_pseudonyms_are_keyed_hmac_sha256_and_deterministic():
+    p = pseudonym.pseudonym(KEY, "PT-0042")
+    assert re.fullmatch(r"s_[0-9a-f]{16}", p)
+    assert p == "s_" + hmac.new(KEY, b"PT-0042", hashlib.sha256).hexdigest()[:16]
+    assert p == pseudonym.pseudonym(KEY, "PT-0042")  # same key, same id: same pseudonym
+    assert p != pseudonym.pseudonym(KEY, "PT-0043")
+    assert p != pseudonym.pseudonym(b"another key of 32 characters....", "PT-0042")
+    # the key fingerprint is not the key and does not contain it
+    kid = pseudonym.key_id(KEY)
+    assert KEY.decode() not in kid and len(kid) == 12
+
+
+def test_key_is_read_from_a_file_or_an_environment_variable(tmp_path, monkeypatch):
+    f = tmp_path / "key"
+    f.write_bytes(KEY + b"\n")
+    assert pseudonym.read_key(key_file=str(f)) == KEY
+    monkeypatch.setenv("GENOVAE_TEST_KEY", KEY.decode())
+    assert pseudonym.read_key(key_env="GENOVAE_TEST_KEY") == KEY
+
+
+@pytest.mark.parametrize(
+    "kwargs, key, words",
+    [
+        ({}, "privacy.key_file", "exactly one"),
+        ({"key_file": "k", "key_env": "K"}, "privacy.key_file", "exactly one"),
+        ({"key_file": "no/such/key"}, "privacy.key_file", "file not found"),
+        ({"key_env": "GENOVAE_UNSET_KEY_VAR"}, "privacy.key_env", "not set"),
+        ({"key_file": "SHORT"}, "privacy.key_file", "at least 16"),
+    ],
+)
+def test_a_missing_or_weak_key_is_a_clear_config_error(tmp_path, monkeypatch, kwargs, key, words):
+    monkeypatch.delenv("GENOVAE_UNSET_KEY_VAR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "SHORT").write_text("abc\n")
+    with pytest.raises(ConfigError) as err:
+        pseudonym.read_key(**kwargs)
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_id_map_is_written_with_mode_0600(tmp_path):
+    path = tmp_path / "private" / "ids.tsv"
+    old = os.umask(0o022)
+    try:
+        pseudonym.write_map(path, {"PT1": "s_1", "PT2": "s_2"})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        path.chmod(0o644)  # an existing map with wider permissions is replaced by a 0600 one
+        pseudonym.write_map(path, {"PT1": "s_1"})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert path.read_text() == "sample_id\tpseudonym\nPT1\ts_1\n"
+    with pytest.raises(ConfigError, match="results/"):
+        pseudonym.check_outside_results("results/demo/ids.tsv", "privacy.map_file")
+
+
+def test_ids_inside_sample_sheet_text_are_replaced_as_tokens():
+    scrub = pseudonym.Scrubber({"P1": "s_a", "P10": "s_b"})
+    assert scrub("tumour of P1, /x/P10.sorted.bam") == "tumour of s_a, /x/s_b.sorted.bam"
+    assert scrub("P100 and xP1") == "P100 and xP1"  # not whole tokens
+
+
+def test_collect_pseudonymises_before_anything_is_written(tmp_path, caplog):
+    from genovae.collect import collect
+
+    ids = [f"PATIENT{i:02d}" for i in range(12)]
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(12, 6))
+    values[3] = 0.0  # an all-zero sample: dropped with a warning that must not name the raw id
+    pd.DataFrame(values, index=pd.Index(ids, name="sample_id"), columns=[f"g{j}" for j in range(6)]).to_csv(
+        tmp_path / "expr.tsv", sep="\t"
+    )
+    pd.DataFrame(
+        {"sample_id": ids, "group": ["a", "b"] * 6, "title": [f"biopsy of {i}" for i in ids]}
+    ).to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    (tmp_path / "key").write_bytes(KEY)
+    out = tmp_path / "out"
+    caplog.set_level("INFO")
+    manifest = collect(
+        str(tmp_path / "expr.tsv"),
+        str(tmp_path / "samples.tsv"),
+        out_matrix=str(out / "matrix.parquet"),
+        out_samples=str(out / "samples.tsv"),
+        out_genes=str(out / "genes.tsv"),
+        out_manifest=str(out / "manifest.json"),
+        condition="group",
+        privacy={"pseudonymize": True, "key_file": str(tmp_path / "key"), "map_file": str(tmp_path / "ids.tsv")},
+    )
+    assert manifest["privacy"] == {"pseudonymized": True, "key_id": pseudonym.key_id(KEY), "id_map_written": True}
+    assert pseudonym.pseudonym(KEY, "PATIENT03") in manifest["warnings"][0]
+    sheet = pd.read_csv(out / "samples.tsv", sep="\t")
+    assert sheet["sample_id"].tolist() == [pseudonym.pseudonym(KEY, i) for i in ids if i != "PATIENT03"]
+    assert sheet["title"].str.startswith("biopsy of s_").all()
+    texts = [p.read_bytes() for p in out.iterdir()] + [caplog.text.encode()]
+    for raw in ids:
+        assert not any(raw.encode() in t for t in texts), raw
+    assert stat.S_IMODE((tmp_path / "ids.tsv").stat().st_mode) == 0o600
+
+
+# ------------------------------------------------------------ accounting
+def test_accountant_epsilon_matches_opacus():
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+
+    eps, delta, q, steps = 2.0, 1e-5, 32 / 600, 400
+    sigma = privacy.noise_multiplier(eps, delta, q, steps)
+    assert sigma == get_noise_multiplier(
+        target_epsilon=eps, target_delta=delta, sample_rate=q, steps=steps, accountant="rdp", epsilon_tolerance=0.01
+    )
+    acc = RDPAccountant()
+    for _ in range(steps):
+        acc.step(noise_multiplier=sigma, sample_rate=q)
+    expected = acc.get_epsilon(delta=delta)
+    assert privacy.epsilon_spent([(sigma, q, steps)], delta) == pytest.approx(expected, rel=1e-12)
+    assert eps - 0.011 <= expected <= eps
+    # two rounds compose as one accountant that saw both
+    sigma2 = privacy.noise_multiplier(eps, delta, q, 200)
+    for _ in range(200):
+        acc.step(noise_multiplier=sigma2, sample_rate=q)
+    both = privacy.epsilon_spent([(sigma, q, steps), (sigma2, q, 200)], delta)
+    assert both == pytest.approx(acc.get_epsilon(delta=delta), rel=1e-12)
+    assert eps < both < 2 * eps
+
+
+def test_sampling_rate_and_steps_per_epoch():
+    assert privacy.sample_rate(58, 32) == pytest.approx(32 / 58)
+    assert privacy.steps_per_epoch(58, 32) == 2
+    assert privacy.sample_rate(10, 64) == 1.0 and privacy.steps_per_epoch(10, 64) == 1
+
+
+def _cohort(n_train=40, n_val=10, n_genes=30, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val
+    x = rng.normal(size=(n, n_genes)).astype(np.float32)
+    return Cohort(
+        sample_ids=np.array([f"s{i}" for i in range(n)]),
+        split=np.array(["train"] * n_train + ["val"] * n_val),
+        condition=np.array(["a", "b"] * (n // 2)),
+        x=x,
+        target=x,
+        library=np.ones(n, np.float32),
+        library_all=np.ones(n),
+        genes=[f"g{j}" for j in range(n_genes)],
+    )
+
+
+MODEL = {"hidden": [16], "latent_dim": 3, "dropout": 0.1, "batch_norm": False, "likelihood": "gaussian"}
+DP = {"epsilon": 1.5, "delta": 1e-5, "max_grad_norm": 1.0, "seed": 5}
+
+
+def test_dp_training_spends_at_most_the_target_epsilon():
+    model, history, info = privacy.train_vae_dp(
+        _cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=2, patience=50,
+        threads=1, device="cpu",
+    )
+    d = info["dp"]
+    assert d["steps"] == info["epochs_run"] * d["steps_per_epoch"] == 6 * 5
+    assert 0 < d["epsilon"] <= DP["epsilon"]
+    assert d["epsilon"] == pytest.approx(privacy.epsilon_spent(d["history"], DP["delta"]))
+    assert d["noise_multiplier"] == privacy.noise_multiplier(DP["epsilon"], DP["delta"], 8 / 40, 30)
+    assert np.isfinite(history[["train_loss", "val_loss"]].to_numpy()).all()
+    # early stopping ends sooner and spends less
+    _, _, short = privacy.train_vae_dp(
+        _cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=1, patience=1,
+        min_delta=1e9, threads=1, device="cpu",
+    )
+    assert short["epochs_run"] < 6 and short["dp"]["epsilon"] < d["epsilon"]
+
+
+def test_dp_clips_every_per_sample_gradient(monkeypatch):
+    """The optimizer steps on clipped per-sample gradients of every parameter (noise switched off)."""
+    from opacus.optimizers import DPOptimizer
+
+    seen = []
+    original = DPOptimizer.clip_and_accumulate
+
+    def spy(self):
+        original(self)
+        summed = torch.cat([p.summed_grad.flatten() for p in self.params])
+        seen.append((len(self.params), summed.norm().item(), len(self.params[0].grad_sample)))
+
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", spy)
+    monkeypatch.setattr(privacy, "noise_multiplier", lambda *a, **k: 0.0)
+    model, _, _ = privacy.train_vae_dp(
+        _cohort(), model_config=MODEL, dp={**DP, "max_grad_norm": 0.01}, epochs=1, batch_size=8,
+        kl_warmup_epochs=0, patience=5, threads=1, device="cpu",
+    )
+    n_params = len([p for p in model.parameters()])
+    for count, norm, batch in seen:
+        assert count == n_params  # the likelihood's gene-wise scale included
+        assert norm <= 0.01 * batch + 1e-6  # a sum of gradients each clipped to 0.01
+
+
+def test_batch_norm_is_refused_with_dp():
+    with pytest.raises(ConfigError) as err:
+        privacy.train_vae_dp(_cohort(), model_config={**MODEL, "batch_norm": True}, dp=DP, epochs=1)
+    assert err.value.key == "model.batch_norm" and "per-sample gradients" in str(err.value)
+
+
+def _info(tmp_path, r, eps, sigma, q=0.2, steps=50, spe=5):
+    path = tmp_path / f"info{r}.json"
+    path.write_text(json.dumps({"dp": {"epsilon": eps, "history": [[sigma, q, steps]], "sample_rate": q,
+                                       "steps_per_epoch": spe}}))
+    return str(path)
+
+
+def test_a_round_that_would_exceed_the_total_budget_is_not_started(tmp_path):
+    settings = {"epsilon": 2.0, "delta": 1e-5, "total_epsilon": 2.5, "epochs": 10, "lr": 1e-3, "seed": 1,
+                "strategy": "warm_start", "epochs_factor": 1.5, "lr_factor": 0.5}
+    sigma = privacy.noise_multiplier(2.0, 1e-5, 0.2, 50)
+    infos = [_info(tmp_path, 1, privacy.epsilon_spent([(sigma, 0.2, 50)], 1e-5), sigma)]
+    block = privacy.budget_decision(infos, round_=1, passed=False, max_rounds=3, settings=settings)
+    assert block["stop"] and "round 2" in block["reason"] and "privacy.dp.total_epsilon" in block["reason"]
+    assert block["next_round_epsilon_total"] > 2.5 >= block["epsilon_total"]
+    decision = {"round": 1, "passed": False, "privacy": block}
+    assert not loop_continues(decision, 1, 3)
+    # a larger budget lets round 2 start
+    roomy = privacy.budget_decision(infos, round_=1, passed=False, max_rounds=3, settings={**settings,
+                                                                                           "total_epsilon": 10})
+    assert not roomy["stop"] and loop_continues({**decision, "privacy": roomy}, 1, 3)
+    # a passing (or last) round plans nothing
+    done = privacy.budget_decision(infos, round_=1, passed=True, max_rounds=3, settings=settings)
+    assert not done["stop"] and "next_round_epsilon_total" not in done
+
+
+# ------------------------------------------------------------ synthetic data
+def test_copied_training_records_are_flagged_and_fresh_samples_are_not():
+    rng = np.random.default_rng(1)
+    train, holdout = rng.normal(size=(40, 25)), rng.normal(size=(40, 25))
+    labels = np.array(["a", "b"] * 20)
+    copy_ = synthetic.distance_to_closest_record(train.copy(), train, holdout)
+    assert copy_["dcr_ratio"] < 0.1 and copy_["n_identical_to_training"] == 40
+    assert copy_["share_closer_to_training"] == 1.0
+    fid = synthetic.fidelity(train, labels, train.copy(), labels)
+    assert fid["mean_correlation"] == pytest.approx(1.0) and fid["variance_correlation"] == pytest.approx(1.0)
+    assert synthetic.two_sample_auc(train, train.copy()) <= 0.6
+    fresh = rng.normal(size=(200, 25))
+    new = synthetic.distance_to_closest_record(fresh, train, holdout)
+    assert 0.85 < new["dcr_ratio"] < 1.15 and new["n_identical_to_training"] == 0
+    assert 0.35 < new["share_closer_to_training"] < 0.65
+    # shifted synthetic samples are recognised by the two-sample classifier
+    assert synthetic.two_sample_auc(train, train + 1.0) > 0.9
+
+
+def test_utility_compares_training_on_synthetic_with_training_on_real():
+    rng = np.random.default_rng(2)
+    y = np.array(["a", "b"] * 30)
+    x = rng.normal(size=(60, 10)) + (y == "b")[:, None] * 2.0
+    u = synthetic.utility(x[:40], y[:40], x[:40] + 0.1, y[:40], x[40:], y[40:], "test")
+    assert u["train_on_real"]["balanced_accuracy"] > 0.8 and u["train_on_synthetic"]["auc"] > 0.8
+    assert u["balanced_accuracy_ratio"] == pytest.approx(
+        u["train_on_synthetic"]["balanced_accuracy"] / u["train_on_real"]["balanced_accuracy"]
+    )
+
+
+# ------------------------------------------------------------ workflow runs
+SMALL_MODEL = {"hidden": [32], "latent_dim": 4, "dropout": 0.0, "batch_norm": False, "likelihood": "gaussian"}
+
+
+def _khan_cohort(workdir, n=40):
+    """A slice of the shipped data with patient-like ids, a sheet column naming them, and an all-zero sample."""
+    src = workdir / "resources/khan_srbct"
+    expr = pd.read_csv(src / "expression.tsv.gz", sep="\t", index_col=0)
+    sheet = pd.read_csv(src / "samples.tsv", sep="\t")
+    keep = sheet.groupby("tumour_type").head(n // 4)["sample_id"].tolist()
+    ids = {old: f"PATIENT-{7000 + i}-ZQ" for i, old in enumerate(keep)}
+    expr = expr.loc[keep].rename(index=ids)
+    expr.loc["PATIENT-9999-ZQ"] = 0.0  # dropped with a warning that must name the pseudonym only
+    sheet = sheet.set_index("sample_id").loc[keep].rename(index=ids).reset_index()
+    sheet = pd.concat([sheet, pd.DataFrame({"sample_id": ["PATIENT-9999-ZQ"], "tumour_type": ["EWS"]})])
+    sheet["title"] = "biopsy of " + sheet["sample_id"]
+    (workdir / "cohort").mkdir()
+    expr.index.name = "sample_id"
+    with gzip.open(workdir / "cohort/expr.tsv.gz", "wt") as fh:
+        expr.to_csv(fh, sep="\t")
+    sheet.drop(columns=["split"], errors="ignore").to_csv(workdir / "cohort/samples.tsv", sep="\t", index=False)
+    return list(expr.index)
+
+
+def _scan(paths, needles):
+    """{file: [needles found]} over the bytes of every file (binary ones included)."""
+    found = {}
+    for path in paths:
+        data = Path(path).read_bytes()
+        hits = [n for n in needles if n.encode() in data]
+        if hits:
+            found[str(path)] = hits
+    return found
+
+
+@pytest.mark.workflow
+def test_pseudonymised_run_leaves_no_raw_sample_id(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    raw_ids = _khan_cohort(wd)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    key = "f3b9c2d1e0a4978665544332211ffeed"
+    (secret / "genovae.key").write_text(key + "\n")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg.update(
+        run="pseudo",
+        data={"source": "file", "expression": "cohort/expr.tsv.gz", "samples": "cohort/samples.tsv",
+              "value_type": "log", "log_base": "e"},
+        analysis={"condition": "tumour_type"},
+        preprocess={"n_top_genes": 60},
+        model=SMALL_MODEL,
+        retrain={"metric": "val_r2", "threshold": -100.0, "max_rounds": 1},
+        privacy={"pseudonymize": True, "key_file": str(secret / "genovae.key"), "map_file": "private/ids.tsv"},
+        generate={"n_per_condition": 20},
+    )
+    cfg["train"]["epochs"] = 8
+    write_config(wd, cfg)
+    run_snakemake(wd)
+    run_snakemake(wd, "--report", "results/pseudo/report.html")
+    # a new cohort through apply_new is pseudonymised with the same key
+    new = pd.read_csv(wd / "cohort/expr.tsv.gz", sep="\t", index_col=0).iloc[:5]
+    new_ids = [f"NEWPATIENT-{i}-QX" for i in range(5)]
+    new.index = pd.Index(new_ids, name="sample_id")
+    new.to_csv(wd / "cohort/new.tsv", sep="\t")
+    run_snakemake(wd, "apply_new", "--config", "new_data={expression: cohort/new.tsv, name: followup}")
+
+    r = wd / "results/pseudo"
+    files = [p for p in r.rglob("*") if p.is_file()]
+    assert (r / "report.html").is_file() and (r / "latent.h5ad").is_file() and (r / "model/model.pt").is_file()
+    assert any(p.suffix == ".png" for p in files) and any(p.suffix == ".parquet" for p in files)
+    # no raw id and no key anywhere: tables, logs, plots, Parquet, .pt, .h5ad, the report
+    assert _scan(files, raw_ids + new_ids + [key]) == {}
+    # the pseudonyms are there instead, as HMAC-SHA256 of the ids with the key
+    latent = pd.read_csv(r / "latent.tsv", sep="\t")
+    expected = {pseudonym.pseudonym(key.encode(), i) for i in raw_ids if i != "PATIENT-9999-ZQ"}
+    assert set(latent["sample_id"]) == expected
+    new_latent = pd.read_csv(r / "new/followup/latent.tsv", sep="\t")
+    assert list(new_latent["sample_id"]) == [pseudonym.pseudonym(key.encode(), i) for i in new_ids]
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["privacy"]["pseudonymized"] is True and summary["privacy"]["key_id"] == pseudonym.key_id(key.encode())
+    assert any(pseudonym.pseudonym(key.encode(), "PATIENT-9999-ZQ") in w for w in summary["warnings"])
+    # the map: only where the config says, owner-only; apply_new's beside it
+    for name in ("ids.tsv", "ids.followup.tsv"):
+        m = wd / "private" / name
+        assert stat.S_IMODE(m.stat().st_mode) == 0o600, name
+    ids_map = pd.read_csv(wd / "private/ids.tsv", sep="\t")
+    assert dict(zip(ids_map["sample_id"], ids_map["pseudonym"]))["PATIENT-7000-ZQ"] == pseudonym.pseudonym(
+        key.encode(), "PATIENT-7000-ZQ"
+    )
+    # the synthetic cohort and its evaluation
+    assert summary["synthetic"]["n_synthetic"] == 80
+    syn = pd.read_csv(r / "synthetic/samples.tsv", sep="\t")
+    assert set(syn["tumour_type"]) == {"BL", "EWS", "NB", "RMS"}
+    assert "synthetic cohort" in (r / "report.html").read_text()
+
+
+@pytest.mark.workflow
+def test_dp_run_on_the_demo_reports_epsilon_within_the_target(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    run_snakemake(
+        wd, "--config", "model={batch_norm: false}", "train={epochs: 12, patience: 5, threads: 1}",
+        "retrain={max_rounds: 1}", "privacy={dp: {enabled: true, epsilon: 3.0, delta: 1.0e-5}}",
+        "generate={n_per_condition: 25}",
+    )
+    summary = json.loads((wd / "results/demo/summary.json").read_text())
+    dp = summary["privacy"]["dp"]
+    assert summary["n_samples"] == 83 and summary["rounds_run"] == 1
+    assert dp["enabled"] is True and 0 < dp["epsilon_spent"] <= 3.0
+    assert dp["epsilon_per_round"]["1"] == dp["epsilon_spent"] and dp["delta"] == 1e-5
+    info = json.loads((wd / "results/demo/rounds/1/train_info.json").read_text())
+    assert info["dp"]["epsilon"] == dp["epsilon_spent"] and info["dp"]["seed"] is None
+    rounds = pd.read_csv(wd / "results/demo/model/rounds.tsv", sep="\t")
+    assert rounds["epsilon"].iloc[0] == pytest.approx(dp["epsilon_spent"], rel=1e-5)
+    syn = summary["synthetic"]
+    assert syn["n_synthetic"] == 100 and syn["fidelity"]["mean_correlation"] > 0.5
+    assert {"dcr_ratio", "share_closer_to_training"} <= set(syn["privacy"])
+
+
+@pytest.mark.workflow
+def test_total_epsilon_too_small_for_a_second_round_stops_the_loop(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["model"] = SMALL_MODEL
+    cfg["retrain"] = {"metric": "val_r2", "threshold": 2.0, "max_rounds": 3}  # never met
+    cfg["privacy"] = {"dp": {"enabled": True, "epsilon": 2.0, "total_epsilon": 2.2, "seed": 3}}
+    cfg["generate"] = {"enabled": False}
+    write_config(wd, cfg)
+    # BatchNorm with DP is refused before anything runs
+    proc = run_snakemake(wd, "--dry-run", "--config", "model={batch_norm: true}", check=False)
+    assert proc.returncode != 0 and "model.batch_norm" in proc.stdout + proc.stderr
+    run_snakemake(wd, "results/tiny/summary.json")  # the loop and the summary; no plots needed here
+    r = wd / "results/tiny"
+    assert sorted(p.name for p in (r / "rounds").iterdir() if p.is_dir()) == ["1"]
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["rounds_run"] == 1 and summary["threshold_met"] is False
+    reason = summary["loop_stop_reason"]
+    assert "privacy budget" in reason and "round 2" in reason and "2.2" in reason
+    dp = summary["privacy"]["dp"]
+    assert dp["stop_reason"] == reason and dp["epsilon_spent"] <= 2.0 and dp["total_epsilon_budget"] == 2.2
+    assert "synthetic" not in summary and not (r / "synthetic").exists()
+    assert planned_jobs(wd, "results/tiny/summary.json") == {}  # the stopped loop is stable
