@@ -33,6 +33,8 @@ TINY_CONFIG = {
     },
     "retrain": {"metric": "val_r2", "threshold": -100.0, "max_rounds": 3},
     "plots": {"dpi": 50},
+    # the synthetic cohort has its own tests (test_privacy.py); skip it elsewhere for speed
+    "generate": {"enabled": False},
 }
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError
-from .evaluate import better
+
+# torch and scikit-learn are imported inside the functions that need them: the
+# Snakefile imports this module at every start (also on SLURM, twice per job)
 
 STRATEGIES = ("warm_start", "reseed")
 
@@ -55,6 +57,8 @@ def select_round(decisions):
     """Pick the best round from a list of decision dicts (each with 'round')."""
     if not decisions:
         raise ValueError("no rounds to select from")
+    from .evaluate import better
+
     metric = decisions[0]["metric"]
     best = decisions[0]
     for d in decisions[1:]:
