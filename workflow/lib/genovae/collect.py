@@ -175,6 +175,7 @@ def _read_numeric_parquet(path):
                         inf_first = cell if inf_first is None else min(inf_first, cell)
                 values[:, j + k] = a
             del chunk
+            io.release_arrow_memory()
     except Exception as exc:
         raise InputError(path, f"cannot be read as Parquet ({exc})")
     df = pd.DataFrame(values, index=pd.Index(ids, name=id_name), columns=pd.Index(value_names, dtype=object),

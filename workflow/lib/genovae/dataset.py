@@ -39,21 +39,20 @@ class Cohort:
 
 
 def load_cohort(features_path, split_path, matrix_path, likelihood):
-    features = io.read_matrix(features_path)
+    # row-major arrays (one sample contiguous): training slices the train split out of
+    # them by row index without copying it (see genovae.train)
+    index, columns, x = io.read_matrix_values(features_path, order="C")
     split = pd.read_csv(split_path, sep="\t", dtype={"sample_id": str, "split": str, "condition": str})
-    split = split.set_index("sample_id").loc[features.index]
-    x = features.to_numpy(dtype=np.float32)
-    genes = list(features.columns)
+    split = split.set_index("sample_id").loc[index]
+    genes = list(columns)
     if likelihood == "nb":
-        counts = io.read_matrix(matrix_path, columns=genes).to_numpy(dtype=np.float32)
+        counts = io.read_matrix_values(matrix_path, columns=genes, order="C")[2]
         target = counts
     else:
         target = x
-    library = (
-        target.sum(axis=1).astype(np.float32) if likelihood == "nb" else np.ones(len(x), np.float32)
-    )
+    library = _library_sizes(target) if likelihood == "nb" else np.ones(len(x), np.float32)
     return Cohort(
-        sample_ids=features.index.to_numpy(),
+        sample_ids=index.to_numpy(),
         split=split["split"].to_numpy(),
         condition=split["condition"].to_numpy(),
         x=x,
@@ -62,6 +61,17 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
         library_all=split["library_size"].to_numpy(dtype=np.float64),
         genes=genes,
     )
+
+
+def _library_sizes(counts, block=512):
+    """float32 row sums, genes added in order: the numbers NumPy gives for a column-major matrix
+    (the layout genovae read matrices in before), whatever the layout of ``counts``."""
+    total = np.zeros(counts.shape[0], np.float32)
+    for j in range(0, counts.shape[1], block):
+        part = np.asfortranarray(counts[:, j : j + block])
+        for k in range(part.shape[1]):
+            total += part[:, k]
+    return total
 
 
 def load_labels(samples_path, sample_ids, condition, extra=()):

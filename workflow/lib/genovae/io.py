@@ -178,6 +178,16 @@ def read_matrix(path, columns=None):
     not the matrix twice (Arrow table + pandas copy). ``columns`` reads only
     those genes, in that order.
     """
+    index, names, values = read_matrix_values(path, columns)
+    return pd.DataFrame(values, index=index, columns=names, copy=False)
+
+
+def read_matrix_values(path, columns=None, order="F"):
+    """(sample index, gene index, writable float32 values) of a matrix written by :func:`write_matrix`.
+
+    ``order="C"`` gives row-major values (one sample's genes contiguous), read
+    through a buffer of one column chunk: no second copy of the matrix either.
+    """
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
@@ -185,9 +195,8 @@ def read_matrix(path, columns=None):
     index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
     if len(index_cols) != 1:  # not written by write_matrix: let pandas interpret it
         df = pd.read_parquet(path, columns=None if columns is None else list(columns))
-        df.index = df.index.astype(str)
-        df.columns = df.columns.astype(str)
-        return df.astype(np.float32, copy=False)
+        values = np.array(df.to_numpy(dtype=np.float32), order=order)
+        return df.index.astype(str), df.columns.astype(str), values
     names = [c for c in pf.schema_arrow.names if c != index_cols[0]]
     if columns is not None:
         columns = [str(c) for c in columns]
@@ -198,13 +207,46 @@ def read_matrix(path, columns=None):
     index_name = next((c.get("name") for c in meta.get("columns", []) if c.get("field_name") == index_cols[0]),
                       index_cols[0])
     index = pd.Index(pf.read(columns=index_cols).column(0).to_pandas().astype(str).to_numpy(), name=index_name)
-    values = np.empty((pf.metadata.num_rows, len(names)), dtype=np.float32, order="F")
+    n = pf.metadata.num_rows
+    values = np.empty((n, len(names)), dtype=np.float32, order=order)
     for j in range(0, len(names), COLUMN_CHUNK):
         chunk = pf.read(columns=names[j : j + COLUMN_CHUNK], use_threads=False)
-        for k, col in enumerate(chunk.columns):
-            values[:, j + k] = col.to_numpy()
+        if order == "F":
+            for k, col in enumerate(chunk.columns):
+                values[:, j + k] = col.to_numpy()
+        else:
+            buf = np.empty((n, chunk.num_columns), dtype=np.float32, order="F")
+            for k, col in enumerate(chunk.columns):
+                buf[:, k] = col.to_numpy()
+            values[:, j : j + chunk.num_columns] = buf
+            del buf
         del chunk
-    return pd.DataFrame(values, index=index, columns=pd.Index(names, dtype=object).astype(str), copy=False)
+        release_arrow_memory()
+    del pf
+    release_arrow_memory(trim=True)
+    return index, pd.Index(names, dtype=object).astype(str), values
+
+
+def release_arrow_memory(trim=False):
+    """Hand memory that pyarrow's allocator keeps cached after a read back to the system.
+
+    Without this, the cached buffers of a chunked read stay in the process's RSS
+    (hundreds of MB for a wide matrix) although nothing uses them. ``trim`` also
+    returns the C heap's free pages (glibc ``malloc_trim``; e.g. the metadata of
+    a file with 20,000 columns), where that exists.
+    """
+    import pyarrow as pa
+
+    pool = pa.default_memory_pool()
+    if hasattr(pool, "release_unused"):
+        pool.release_unused()
+    if trim:
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 def to_jsonable(obj):

@@ -141,11 +141,11 @@ def train_vae(
     set_seeds(seed, deterministic)
     dev, dev_info = resolve_device(device)
     try:
-        x_tr, t_tr, l_tr = cohort.tensors("train", dev)
+        x_tr, t_tr, l_tr, rows_tr = _train_tensors(cohort, dev)
         x_va, t_va, l_va = cohort.tensors("val", dev)
     except torch.OutOfMemoryError as exc:
         raise _oom(dev, batch_size, cohort) from exc
-    n = x_tr.shape[0]
+    n = x_tr.shape[0] if rows_tr is None else len(rows_tr)
     if n < 2:
         raise TrainingError("the train split has fewer than 2 samples")
     model = VAE(n_genes=x_tr.shape[1], **model_config).to(dev)
@@ -157,6 +157,9 @@ def train_vae(
     bs = max(1, min(int(batch_size), n))
     best = (float("inf"), -1, None)
     rows = []
+    # validation batches: large on a GPU; on the CPU smaller, which bounds the memory of the
+    # likelihood's temporaries (n x genes each) at no cost in speed
+    eval_bs = 4096 if dev.type == "cuda" else 1024
     amp_dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(dev.type) if precision == "16-mixed" else None
 
@@ -172,7 +175,7 @@ def train_vae(
                     dev.type]
         if precision != "32":  # fingerprints of fp32 runs stay as before
             settings.append(precision)
-        fingerprint = _fingerprint(*settings, x_tr, x_va, init_state)
+        fingerprint = _fingerprint(*settings, x_tr if rows_tr is None else (x_tr, rows_tr), x_va, init_state)
     start = 1
     resumed = _load_checkpoint(checkpoint, fingerprint, dev)
     if resumed is not None:
@@ -207,10 +210,11 @@ def train_vae(
                 idx = perm[i : i + bs]
                 if idx.numel() < 2 and model.config["batch_norm"]:
                     continue  # BatchNorm cannot normalise a batch of one
-                xb = x_tr[idx]
-                tb = xb if t_tr is x_tr else t_tr[idx]  # the target is the input unless nb
+                pick = idx if rows_tr is None else rows_tr[idx]
+                xb = x_tr[pick]
+                tb = xb if t_tr is x_tr else t_tr[pick]  # the target is the input unless nb
                 with autocast():
-                    loss, recon, kl = model(xb, tb, l_tr[idx], beta=warm)
+                    loss, recon, kl = model(xb, tb, l_tr[pick], beta=warm)
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -222,7 +226,7 @@ def train_vae(
                 acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
                 n_seen += idx.numel()
             with autocast():
-                val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
+                val = evaluate_loss(model, x_va, t_va, l_va, beta=beta, batch_size=eval_bs)
             both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
             row = dict(
                 epoch=epoch,
@@ -276,6 +280,28 @@ def train_vae(
     return model, history, info
 
 
+def _train_tensors(cohort, dev):
+    """The train split as (x, target, library, rows).
+
+    On the CPU, when the cohort's arrays are writable row-major float32 (as
+    :func:`genovae.dataset.load_cohort` gives them), the tensors share their
+    memory and ``rows`` holds the split's row numbers: batches are gathered
+    from them directly, and the split is never copied (it would double the
+    memory of training). Elsewhere, e.g. for a GPU, the split is copied to the
+    device once and ``rows`` is None. The batches are the same either way.
+    """
+    arrays = (cohort.x, cohort.target, cohort.library)
+    if dev.type == "cpu" and all(
+        isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+        for a in arrays
+    ):
+        x = torch.from_numpy(cohort.x)
+        target = x if cohort.target is cohort.x else torch.from_numpy(cohort.target)
+        rows = torch.from_numpy(np.flatnonzero(cohort.mask("train")))
+        return x, target, torch.from_numpy(cohort.library), rows
+    return (*cohort.tensors("train", dev), None)
+
+
 def _oom(dev, batch_size, cohort):
     n, g = cohort.x.shape
     return TrainingError(
@@ -294,6 +320,12 @@ def _fingerprint(*parts):
     *settings, x_tr, x_va, init_state = parts
     h.update(json.dumps([str(p) for p in settings]).encode())
     for t in (x_tr, x_va):
+        if isinstance(t, tuple):  # (whole array, row numbers): the same bytes as the gathered rows
+            whole, rows = t
+            h.update(str((len(rows), *whole.shape[1:])).encode())
+            for j in range(0, len(rows), 4096):
+                h.update(_buffer(whole[rows[j : j + 4096]]))
+            continue
         h.update(str(tuple(t.shape)).encode())
         h.update(_buffer(t))
     if init_state is not None:
