@@ -53,6 +53,8 @@ IMPORTS = {
     "summarize": "import genovae.summary",
     "provenance": "import genovae.provenance",
     "export_h5ad": "import genovae.export, genovae.h5ad, h5py",
+    "generate": "import genovae.synthetic, genovae.evaluate, genovae.dataset, torch, sklearn.linear_model, "
+                "sklearn.ensemble, sklearn.model_selection",
 }
 
 

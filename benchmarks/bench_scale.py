@@ -17,8 +17,8 @@ Steps:
 3. read every rule's Snakemake ``benchmark:`` file (wall seconds, peak RSS,
    CPU time) and relate each rule's peak RSS to the float32 size of the
    matrix it reads (collect: the input; preprocess, export_h5ad: the collected
-   matrix; train, evaluate, apply_model: the selected features plus, for
-   ``nb``, the counts of those genes; plots: the features).
+   matrix; train, evaluate, apply_model, generate: the selected features plus,
+   for ``nb``, the counts of those genes; plots: the features).
 
 Prints JSON (and writes it to ``<workdir>/bench_scale.json``). The generated
 data is left in the work folder; delete it when done.
@@ -132,7 +132,8 @@ def matrix_mb(rule, n, g, top):
     feat = n * top * 4 / 2**20
     return {
         "collect": full, "preprocess": full, "export_h5ad": full,
-        "train": 2 * feat, "evaluate": 2 * feat, "apply_model": 2 * feat,  # features + counts of those genes (nb)
+        # features + counts of those genes (nb)
+        "train": 2 * feat, "evaluate": 2 * feat, "apply_model": 2 * feat, "generate": 2 * feat,
         "plots": feat,
     }.get(rule)
 
