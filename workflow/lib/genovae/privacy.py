@@ -31,12 +31,9 @@ defined: a model with ``model.batch_norm: true`` is refused.
 
 from __future__ import annotations
 
-import copy
 import logging
-import sys
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -157,7 +154,7 @@ def train_vae_dp(
     from opacus.optimizers import DPOptimizer
 
     from .model import VAE
-    from .train import _optimizer, evaluate_loss, resolve_device, set_seeds
+    from .train import _EpochBook, _optimizer, evaluate_loss, resolve_device, set_seeds
 
     check_model(model_config)
     if ignored:
@@ -214,15 +211,11 @@ def train_vae_dp(
         generator=noise_gen,
     )
     accountant = RDPAccountant()
-    best = (float("inf"), -1, None)
-    rows = []
-    stream = progress if progress is not None else sys.stderr
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=epochs, file=stream, desc="train (DP)", mininterval=1.0, ascii=True)
-    except ImportError:  # pragma: no cover
-        bar = None
+    book = _EpochBook(
+        epochs=epochs, kl_warmup_epochs=kl_warmup_epochs, patience=patience, min_delta=min_delta,
+        progress=progress, desc="train (DP)",
+        remedy=f"lower train.lr (now {lr:g}), raise privacy.dp.epsilon or check the input scaling",
+    )
     t0 = time.perf_counter()
     steps = 0
     for epoch in range(1, int(epochs) + 1):
@@ -247,47 +240,19 @@ def train_vae_dp(
             accountant.step(noise_multiplier=sigma, sample_rate=q)
             steps += 1
         val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
-        both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()
-        row = dict(
-            epoch=epoch,
-            beta=warm,
-            train_loss=both[0],
-            train_recon=both[1],
-            train_kl=both[2],
-            val_loss=both[3],
-            val_recon=both[4],
-            val_kl=both[5],
-        )
-        if not np.all(np.isfinite(both)):
-            raise TrainingError(
-                f"training diverged at epoch {epoch}: the loss became NaN or infinite "
-                f"(train loss {both[0]:g}, val loss {both[3]:g}); lower train.lr (now {lr:g}), "
-                f"raise privacy.dp.epsilon or check the input scaling"
-            )
-        rows.append(row)
-        if bar is not None:
-            bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
-            bar.update(1)
-        if epoch >= kl_warmup_epochs:
-            if row["val_loss"] < best[0] - min_delta:
-                best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
-            elif epoch - best[1] >= patience:
-                log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
-                break
-    if bar is not None:
-        bar.close()
-    if best[2] is None:
-        best = (rows[-1]["val_loss"], rows[-1]["epoch"], copy.deepcopy(model.state_dict()))
+        if book.end_epoch(epoch, warm, acc, n_seen, val, model):
+            break
+    best = book.finish(model)
     for p in model.parameters():
         p.grad_sample = None
         p.summed_grad = None
     model.load_state_dict(best[2])
     model = model.cpu().eval()
     spent = float(accountant.get_epsilon(delta=delta))
-    history = pd.DataFrame(rows)
+    history = pd.DataFrame(book.rows)
     info = {
         "device": dev_info,
-        "epochs_run": int(len(rows)),
+        "epochs_run": int(len(book.rows)),
         "best_epoch": int(best[1]),
         "best_val_loss": float(best[0]),
         "seconds": time.perf_counter() - t0,

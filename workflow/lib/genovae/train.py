@@ -155,8 +155,6 @@ def train_vae(
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     bs = max(1, min(int(batch_size), n))
-    best = (float("inf"), -1, None)
-    rows = []
     # validation batches: large on a GPU; on the CPU smaller, which bounds the memory of the
     # likelihood's temporaries (n x genes each) at no cost in speed
     eval_bs = 4096 if dev.type == "cuda" else 1024
@@ -176,7 +174,7 @@ def train_vae(
         if precision != "32":  # fingerprints of fp32 runs stay as before
             settings.append(precision)
         fingerprint = _fingerprint(*settings, x_tr if rows_tr is None else (x_tr, rows_tr), x_va, init_state)
-    start = 1
+    start, best, rows = 1, None, None
     resumed = _load_checkpoint(checkpoint, fingerprint, dev)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -191,13 +189,11 @@ def train_vae(
         rows = resumed["rows"]
         start = resumed["epoch"] + 1
         log.info("resumed from checkpoint %s after epoch %d", checkpoint, resumed["epoch"])
-    stream = progress if progress is not None else sys.stderr
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=epochs, initial=start - 1, file=stream, desc="train", mininterval=1.0, ascii=True)
-    except ImportError:  # pragma: no cover
-        bar = None
+    book = _EpochBook(
+        epochs=epochs, kl_warmup_epochs=kl_warmup_epochs, patience=patience, min_delta=min_delta,
+        progress=progress, desc="train", remedy=f"lower train.lr (now {lr:g}) or check the input scaling",
+        start=start, best=best, rows=rows,
+    )
     t0 = time.perf_counter()
     try:
         for epoch in range(start, epochs + 1):
@@ -227,48 +223,19 @@ def train_vae(
                 n_seen += idx.numel()
             with autocast():
                 val = evaluate_loss(model, x_va, t_va, l_va, beta=beta, batch_size=eval_bs)
-            both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
-            row = dict(
-                epoch=epoch,
-                beta=warm,
-                train_loss=both[0],
-                train_recon=both[1],
-                train_kl=both[2],
-                val_loss=both[3],
-                val_recon=both[4],
-                val_kl=both[5],
-            )
-            if not np.all(np.isfinite(both)):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch}: the loss became NaN or infinite "
-                    f"(train loss {both[0]:g}, val loss {both[3]:g}); lower train.lr "
-                    f"(now {lr:g}) or check the input scaling"
-                )
-            rows.append(row)
-            if bar is not None:
-                bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
-                bar.update(1)
-            # early stopping only once the KL weight has reached its final value
-            if epoch >= kl_warmup_epochs:
-                if row["val_loss"] < best[0] - min_delta:
-                    best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
-                elif epoch - best[1] >= patience:
-                    log.info("early stop at epoch %d; best epoch %d", epoch, best[1])
-                    break
+            if book.end_epoch(epoch, warm, acc, n_seen, val, model):
+                break
             if checkpoint and checkpoint_every and epoch % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, best, rows, scaler)
+                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, book.best, book.rows, scaler)
     except torch.OutOfMemoryError as exc:
         raise _oom(dev, bs, cohort) from exc
-    if bar is not None:
-        bar.close()
-    if best[2] is None:  # warm-up longer than training: keep the last weights
-        best = (rows[-1]["val_loss"], rows[-1]["epoch"], copy.deepcopy(model.state_dict()))
+    best = book.finish(model)
     model.load_state_dict(best[2])
     model = model.cpu().eval()
-    history = pd.DataFrame(rows)
+    history = pd.DataFrame(book.rows)
     info = {
         "device": dev_info,
-        "epochs_run": int(len(rows)),
+        "epochs_run": int(len(book.rows)),
         "best_epoch": int(best[1]),
         "best_val_loss": float(best[0]),
         "seconds": time.perf_counter() - t0,
@@ -278,6 +245,74 @@ def train_vae(
         "torch": str(torch.__version__),
     }
     return model, history, info
+
+
+class _EpochBook:
+    """End-of-epoch bookkeeping of :func:`train_vae` and :func:`genovae.privacy.train_vae_dp`.
+
+    Holds the history rows, the best ``(val loss, epoch, weights)`` and the
+    progress bar. :meth:`end_epoch` reads the epoch's losses back (the one host
+    synchronisation of an epoch), refuses NaN or infinite losses (``remedy`` is
+    the advice of that error), records the row, updates the bar and tracks early
+    stopping; :meth:`finish` closes the bar and gives the weights to keep.
+    """
+
+    def __init__(self, *, epochs, kl_warmup_epochs, patience, min_delta, progress, desc, remedy,
+                 start=1, best=None, rows=None):
+        self.kl_warmup_epochs, self.patience, self.min_delta = kl_warmup_epochs, patience, min_delta
+        self.remedy = remedy
+        self.best = (float("inf"), -1, None) if best is None else best
+        self.rows = [] if rows is None else rows
+        stream = progress if progress is not None else sys.stderr
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=epochs, initial=start - 1, file=stream, desc=desc, mininterval=1.0, ascii=True)
+        except ImportError:  # pragma: no cover
+            self.bar = None
+
+    def end_epoch(self, epoch, warm, acc, n_seen, val, model):
+        """Record epoch ``epoch`` (train loss sums ``acc`` over ``n_seen`` samples, val means ``val``).
+
+        Returns True when early stopping ends training.
+        """
+        both = torch.cat([acc / max(n_seen, 1), val]).cpu().numpy()  # one sync per epoch
+        row = dict(
+            epoch=epoch,
+            beta=warm,
+            train_loss=both[0],
+            train_recon=both[1],
+            train_kl=both[2],
+            val_loss=both[3],
+            val_recon=both[4],
+            val_kl=both[5],
+        )
+        if not np.all(np.isfinite(both)):
+            raise TrainingError(
+                f"training diverged at epoch {epoch}: the loss became NaN or infinite "
+                f"(train loss {both[0]:g}, val loss {both[3]:g}); {self.remedy}"
+            )
+        self.rows.append(row)
+        if self.bar is not None:
+            self.bar.set_postfix(train=f"{both[0]:.4g}", val=f"{both[3]:.4g}", refresh=False)
+            self.bar.update(1)
+        # early stopping only once the KL weight has reached its final value
+        if epoch >= self.kl_warmup_epochs:
+            if row["val_loss"] < self.best[0] - self.min_delta:
+                self.best = (row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
+            elif epoch - self.best[1] >= self.patience:
+                log.info("early stop at epoch %d; best epoch %d", epoch, self.best[1])
+                return True
+        return False
+
+    def finish(self, model):
+        """Close the bar; return the best ``(val loss, epoch, weights)``."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.best[2] is None:  # warm-up longer than training: keep the last weights
+            last = self.rows[-1]
+            self.best = (last["val_loss"], last["epoch"], copy.deepcopy(model.state_dict()))
+        return self.best
 
 
 def _train_tensors(cohort, dev):
