@@ -265,25 +265,28 @@ def test_copied_training_records_are_flagged_and_fresh_samples_are_not():
     rng = np.random.default_rng(1)
     train, holdout = rng.normal(size=(40, 25)), rng.normal(size=(40, 25))
     labels = np.array(["a", "b"] * 20)
-    copy_ = synthetic.distance_to_closest_record(train.copy(), train, holdout)
+    real, train_rows, holdout_rows = np.vstack([train, holdout]), np.arange(40), np.arange(40, 80)
+    copy_ = synthetic.distance_to_closest_record(train.copy(), real, train_rows, holdout_rows)
     assert copy_["dcr_ratio"] < 0.1 and copy_["n_identical_to_training"] == 40
     assert copy_["share_closer_to_training"] == 1.0
-    fid = synthetic.fidelity(train, labels, train.copy(), labels)
+    moments = synthetic.group_moments(real, labels, train_rows)
+    fid = synthetic.fidelity(moments, synthetic.group_moments(train.copy(), labels))
     assert fid["mean_correlation"] == pytest.approx(1.0) and fid["variance_correlation"] == pytest.approx(1.0)
     assert synthetic.two_sample_auc(train, train.copy()) <= 0.6
     fresh = rng.normal(size=(200, 25))
-    new = synthetic.distance_to_closest_record(fresh, train, holdout)
+    new = synthetic.distance_to_closest_record(fresh, real, train_rows, holdout_rows)
     assert 0.85 < new["dcr_ratio"] < 1.15 and new["n_identical_to_training"] == 0
     assert 0.35 < new["share_closer_to_training"] < 0.65
     # shifted synthetic samples are recognised by the two-sample classifier
     assert synthetic.two_sample_auc(train, train + 1.0) > 0.9
+    assert synthetic.two_sample_auc(real, train + 1.0, rows=train_rows) > 0.9
 
 
 def test_utility_compares_training_on_synthetic_with_training_on_real():
     rng = np.random.default_rng(2)
     y = np.array(["a", "b"] * 30)
     x = rng.normal(size=(60, 10)) + (y == "b")[:, None] * 2.0
-    u = synthetic.utility(x[:40], y[:40], x[:40] + 0.1, y[:40], x[40:], y[40:], "test")
+    u = synthetic.utility(x, np.arange(40), y[:40], x[:40] + 0.1, y[:40], np.arange(40, 60), y[40:], "test")
     assert u["train_on_real"]["balanced_accuracy"] > 0.8 and u["train_on_synthetic"]["auc"] > 0.8
     assert u["balanced_accuracy_ratio"] == pytest.approx(
         u["train_on_synthetic"]["balanced_accuracy"] / u["train_on_real"]["balanced_accuracy"]

@@ -111,6 +111,12 @@ def test_full_run_produces_every_output(tiny):
     assert prov["versions"]["torch"] and prov["versions"]["snakemake"]
     assert prov["device"]["used"] == "cpu" and prov["seeds"]["train"] == 1
     assert "train/round_1.log" in prov["jobs"] and prov["jobs"]["train/round_1.log"]["start"]
+    # every job's log reports its true peak memory; provenance collects it (a trained
+    # model's job holds at least the interpreter with torch: well over 50 MB)
+    upstream = ("preprocess.log", "train/round_1.log", "evaluate/round_1.log", "apply_model.log",
+                "summarize.log", "plots.log")  # jobs provenance waits for
+    peaks = {job: prov["jobs"][job].get("peak_memory_mb") for job in upstream}
+    assert all(isinstance(p, int) and 50 < p < 20_000 for p in peaks.values()), peaks
     assert "commit" in prov["workflow"]
     latent = pd.read_csv(r / "latent.tsv", sep="\t")
     assert len(latent) == 60 and [c for c in latent if c.startswith("z")] == ["z1", "z2", "z3", "z4"]

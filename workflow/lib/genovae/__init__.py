@@ -15,6 +15,9 @@ behaviour they own:
 - ``model``: the VAE module and its likelihoods.
 - ``train``: the training loop (device, seeds, early stopping, history).
 - ``evaluate``: per-round metrics and the retrain decision.
+- ``pca``: PCA of the training rows without copying them (the baseline, label
+  metrics, synthetic-cohort utility).
+- ``labels``: how well latent means (vs PCA) separate the sample labels.
 - ``rounds``: retrain strategy and model selection across rounds.
 - ``apply``: latent space, reconstruction errors, held-out test metrics.
 - ``risk``: condition-associated ("risk") gene ranking.

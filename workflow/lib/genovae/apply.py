@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import encode, fit_pca, reconstruct, split_metrics
+from .evaluate import encode, fit_pca, reconstruct_blocks, split_metrics
 from .labels import compare, compare_heldout
+
+
+def latent_and_errors(model, cohort, transform):
+    """Latent means and reconstruction MSE (preprocessed space) of every sample, in blocks."""
+    mus, errs = [], []
+    for _, x, pred, mu, _ in reconstruct_blocks(model, cohort, transform, np.arange(len(cohort.sample_ids))):
+        mus.append(mu)
+        errs.append(((pred - x) ** 2).mean(axis=1))
+    return np.concatenate(mus), np.concatenate(errs)
 
 
 def latent_table(model, cohort, transform):
     """Latent means of every sample plus split/condition, and per-sample errors."""
-    mask = np.ones(len(cohort.sample_ids), bool)
-    pred, mu = reconstruct(model, cohort, transform, mask)
-    err = ((pred - cohort.x) ** 2).mean(axis=1)
+    mu, err = latent_and_errors(model, cohort, transform)
     latent = pd.DataFrame(mu, columns=[f"z{i + 1}" for i in range(mu.shape[1])])
     latent.insert(0, "sample_id", cohort.sample_ids)
     latent.insert(1, "split", cohort.split)
@@ -29,14 +36,14 @@ def latent_table(model, cohort, transform):
     return latent, errors
 
 
-def label_metrics(model, cohort, labels):
+def label_metrics(model, cohort, labels, pca=None):
     """VAE latent means vs PCA (same dimension, fitted on train), side by side.
 
     ``scope`` ``all``: cross-validated structure over all samples (labels were
     never used in training); ``test``: classifiers fitted on train + validation
     samples, scored on the held-out test samples.
     """
-    pca = fit_pca(cohort, model.config["latent_dim"])
+    pca = pca if pca is not None else fit_pca(cohort, model.config["latent_dim"])
     reps = {"vae": encode(model, cohort.x)[0], "pca": pca.transform(cohort.x)}
     test = cohort.mask("test")
     rows = [{"scope": "all", **r} for r in compare(reps, labels)]
@@ -48,11 +55,11 @@ def label_metrics(model, cohort, labels):
     return df[[c for c in cols if c in df.columns]]
 
 
-def test_metrics(model, cohort, transform):
+def test_metrics(model, cohort, transform, pca=None):
     """Held-out metrics, computed once, for the selected model only."""
     if not cohort.mask("test").any():
         return {}
-    return split_metrics(model, cohort, transform, "test")
+    return split_metrics(model, cohort, transform, "test", pca=pca)
 
 
 def apply_model(
@@ -92,12 +99,13 @@ def apply_model(
     latent, errors = latent_table(vae, cohort, t)
     annotation = pd.read_csv(genes, sep="\t", dtype=str, keep_default_na=False).set_index("gene")
     risk, dims = rank_genes(vae, cohort, t, case=case, control=control, latent_fdr=latent_fdr, annotation=annotation)
+    pca = fit_pca(cohort, vae.config["latent_dim"])  # once for the three uses below
     test = {
         "round": blob["round"],
-        **split_metrics(vae, cohort, t, "val"),
-        **test_metrics(vae, cohort, t),
+        **split_metrics(vae, cohort, t, "val", pca=pca),
+        **test_metrics(vae, cohort, t, pca=pca),
     }
-    label_table = label_metrics(vae, cohort, load_labels(samples, cohort.sample_ids, condition, labels))
+    label_table = label_metrics(vae, cohort, load_labels(samples, cohort.sample_ids, condition, labels), pca=pca)
     test["labels"] = label_table.to_dict(orient="records")
     io.write_tsv(out_labels, label_table)
     io.write_tsv(out_latent, latent)
@@ -131,8 +139,8 @@ def apply_new_data(
 
     from . import io
     from .collect import check_values, read_expression, read_samples
+    from .dataset import Cohort
     from .errors import InputError
-    from .evaluate import encode
     from .model import load_model
     from .preprocess import Transform
     from .pseudonym import apply_to_cohort
@@ -157,15 +165,19 @@ def apply_new_data(
             raise InputError(samples, f"{len(unknown)} sample(s) of {expression} are not listed, e.g. {unknown[:5]}")
     # privacy.pseudonymize: keyed pseudonyms (same key as the training cohort) before anything is written
     raw, sheet, _, _, pseudonymized = apply_to_cohort(raw, sheet, privacy)
-    x = t.apply(raw).to_numpy(dtype=np.float32)
-    library_all = raw.to_numpy(dtype=np.float64).sum(axis=1)
-    library = raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32)
-    mu, _ = encode(vae, x)
-    with torch.no_grad():
-        mean = vae.mean(vae.decode(torch.as_tensor(mu)), torch.as_tensor(library)).numpy()
-    if vae.likelihood == "nb":
-        mean = t.scale_log(t.counts_to_log(mean, library_all))
-    err = ((mean - x) ** 2).mean(axis=1)
+    x = np.ascontiguousarray(t.apply(raw).to_numpy(dtype=np.float32))
+    n = len(raw)
+    new = Cohort(
+        sample_ids=raw.index.to_numpy(),
+        split=np.full(n, "new", dtype=object),
+        condition=np.full(n, "", dtype=object),
+        x=x,
+        target=x,
+        library=raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32),
+        library_all=raw.to_numpy(dtype=np.float64).sum(axis=1),
+        genes=list(t.genes),
+    )
+    mu, err = latent_and_errors(vae, new, t)
     latent = pd.DataFrame(mu, columns=[f"z{i + 1}" for i in range(mu.shape[1])])
     latent.insert(0, "sample_id", raw.index.to_numpy())
     errors = pd.DataFrame({"sample_id": raw.index.to_numpy(), "reconstruction_mse": err})

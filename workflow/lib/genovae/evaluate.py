@@ -17,11 +17,11 @@ comparable across likelihoods:
 from __future__ import annotations
 
 import numpy as np
-import torch
-from sklearn.decomposition import PCA
 
 from .errors import ConfigError
-from .train import evaluate_loss
+
+# torch and scikit-learn are imported inside the functions that use them: the decide and
+# select_model steps need only METRICS/decide/better and start without them
 
 #: metric name -> "min" (lower is better) or "max"
 METRICS = {
@@ -35,50 +35,87 @@ METRICS = {
 ACTIVE_UNIT_VARIANCE = 0.01
 
 
-@torch.no_grad()
-def encode(model, x, batch_size=4096):
-    """Latent means and log-variances for a float32 numpy array."""
+#: samples per block in the passes below: temporaries stay a few MB whatever the cohort size
+BATCH = 256
+
+
+def row_blocks(mask_or_rows, batch_size=BATCH):
+    """Blocks of sample indices (from a boolean mask or an index array)."""
+    rows = np.asarray(mask_or_rows)
+    rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def encode(model, x, rows=None, batch_size=1024):
+    """Latent means and log-variances of ``x[rows]`` (all rows by default), as numpy arrays."""
+    import torch
+
     model.eval()
+    rows = np.arange(len(x)) if rows is None else rows
     mus, lvs = [], []
-    for i in range(0, len(x), batch_size):
-        mu, lv = model.encode(torch.tensor(x[i : i + batch_size]))
+    for b in row_blocks(rows, batch_size):
+        with torch.no_grad():
+            mu, lv = model.encode(torch.from_numpy(np.ascontiguousarray(x[b], dtype=np.float32)))
         mus.append(mu)
         lvs.append(lv)
+    k = model.config["latent_dim"]
+    if not mus:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.float32)
     return torch.cat(mus).numpy(), torch.cat(lvs).numpy()
 
 
-@torch.no_grad()
-def reconstruct(model, cohort, transform, mask):
-    """Decoded latent means mapped to the preprocessed space, for rows in ``mask``."""
-    x = cohort.x[mask]
-    mu, _ = encode(model, x)
-    dec = model.decode(torch.as_tensor(mu))
-    mean = model.mean(dec, torch.as_tensor(cohort.library[mask])).numpy()
-    if model.likelihood == "nb":
-        mean = transform.scale_log(transform.counts_to_log(mean, cohort.library_all[mask]))
-    return mean.astype(np.float32), mu
+def reconstruct_blocks(model, cohort, transform, mask_or_rows, batch_size=BATCH):
+    """Per block of samples: (rows, inputs, decoded latent means in the preprocessed space,
+    latent means, latent log-variances). Nothing of the cohort's size is allocated."""
+    import torch
+
+    model.eval()
+    for rows in row_blocks(mask_or_rows, batch_size):
+        x = np.ascontiguousarray(cohort.x[rows])
+        with torch.no_grad():
+            mu, logvar = model.encode(torch.from_numpy(x))
+            dec = model.decode(mu)
+            mean = model.mean(dec, torch.from_numpy(np.ascontiguousarray(cohort.library[rows]))).numpy()
+        if model.likelihood == "nb":
+            mean = transform.scale_log(transform.counts_to_log(mean, cohort.library_all[rows]))
+        yield rows, x, mean.astype(np.float32, copy=False), mu.numpy(), logvar.numpy()
 
 
 def split_metrics(model, cohort, transform, name, pca=None):
+    """Metrics of one split (see the module doc), accumulated over blocks of samples."""
+    import torch
+
+    from .pca import column_moments
+    from .train import evaluate_loss
+
     mask = cohort.mask(name)
-    x = cohort.x[mask]
-    pred, mu = reconstruct(model, cohort, transform, mask)
-    err = (pred - x) ** 2
-    train_mean = cohort.x[cohort.mask("train")].mean(axis=0)
-    sst = float(((x - train_mean) ** 2).sum())
-    xt, tt, lt = cohort.tensors(name, "cpu")
-    loss, recon, kl = (float(v) for v in evaluate_loss(model, xt, tt, lt, beta=1.0))
-    _, logvar = encode(model, x)
-    kl_dim = (0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)).mean(axis=0)
-    var = mu.var(axis=0) if len(mu) > 1 else np.zeros(mu.shape[1])
+    n, g = int(mask.sum()), cohort.x.shape[1]
     if pca is None:
         pca = fit_pca(cohort, model.config["latent_dim"])
-    pca_pred = pca.inverse_transform(pca.transform(x))
-    pca_mse = float(((pca_pred - x) ** 2).mean())
-    mse = float(err.mean())
+    train_mean, _ = column_moments(cohort.x, np.flatnonzero(cohort.mask("train")))
+    sse = sst = 0.0
+    sums = torch.zeros(3)
+    mus, lvs = [], []
+    for rows, x, pred, mu, logvar in reconstruct_blocks(model, cohort, transform, mask):
+        d = pred - x
+        sse += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+        c = x - train_mean
+        sst += float(np.einsum("ij,ij->", c, c))
+        xt, tt, lt = (torch.from_numpy(np.ascontiguousarray(a[rows], dtype=np.float32))
+                      for a in (cohort.x, cohort.target, cohort.library))
+        sums += evaluate_loss(model, xt, tt, lt, beta=1.0) * len(rows)
+        mus.append(mu)
+        lvs.append(logvar)
+    loss, recon, kl = (float(v) / max(n, 1) for v in sums)
+    mu = np.concatenate(mus) if mus else np.zeros((0, model.config["latent_dim"]), np.float32)
+    logvar = np.concatenate(lvs) if lvs else mu
+    kl_dim = (0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)).mean(axis=0)
+    var = mu.var(axis=0) if len(mu) > 1 else np.zeros(mu.shape[1])
+    pca_mse = pca.squared_error(cohort.x, np.flatnonzero(mask)) / max(n * g, 1)
+    mse = sse / max(n * g, 1)
     return {
         f"{name}_recon_mse": mse,
-        f"{name}_r2": 1.0 - float(err.sum()) / sst if sst > 0 else float("nan"),
+        f"{name}_r2": 1.0 - sse / sst if sst > 0 else float("nan"),
         f"{name}_loss": loss,
         f"{name}_recon_nll": recon,
         f"{name}_kl": kl,
@@ -86,14 +123,16 @@ def split_metrics(model, cohort, transform, name, pca=None):
         f"{name}_kl_per_dim": kl_dim.tolist(),
         f"{name}_pca_recon_mse": pca_mse,
         f"{name}_mse_ratio_pca": mse / pca_mse if pca_mse > 0 else float("nan"),
-        f"{name}_n": int(mask.sum()),
+        f"{name}_n": n,
     }
 
 
 def fit_pca(cohort, n_components):
-    x = cohort.x[cohort.mask("train")]
-    k = int(min(n_components, x.shape[0], x.shape[1]))
-    return PCA(n_components=k, svd_solver="full", random_state=0).fit(x)
+    """PCA with as many components as latent dimensions, fitted on the training samples
+    (see :mod:`genovae.pca`: no copy of the training rows)."""
+    from . import pca
+
+    return pca.fit(cohort.x, np.flatnonzero(cohort.mask("train")), n_components)
 
 
 def decide(metrics, metric, threshold):

@@ -26,20 +26,13 @@ import pandas as pd
 
 from . import io
 from .h5ad import write_h5ad
+from .risk import RISK_COLUMNS
 
 log = logging.getLogger(__name__)
 
 OBSM_KEY = "X_genovae"
-SCORE_COLUMNS = (
-    "vae_score",
-    "vae_rank",
-    "vae_log2_fold_change",
-    "t_stat",
-    "p_value",
-    "fdr",
-    "log2_fold_change",
-    "classical_rank",
-)
+#: per-gene scores of risk_genes.tsv written to var, one column per contrast
+SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene"))
 
 
 def _read_tsv(path):

@@ -165,8 +165,10 @@ def write_matrix(path, df):
         out.to_parquet(tmp, engine="pyarrow", index=True)
 
 
-#: columns read from Parquet at a time by :func:`read_matrix`
-COLUMN_CHUNK = 1024
+#: columns read from Parquet at a time by :func:`read_matrix`. Arrow's per-column read buffers
+#: cost several times the column's values: 1,024 columns of 11,000 samples lifted the peak by
+#: ~290 MB for 45 MB of data, 256 columns by ~75 MB (and read faster); see BENCHMARKS.md
+COLUMN_CHUNK = 256
 
 
 def read_matrix(path, columns=None):

@@ -102,9 +102,9 @@ class Transform:
             np.clip(z, 0.0, 1.0, out=z)
         return z.astype(np.float32)
 
-    def unscale(self, z):
-        """Inverse of :meth:`scale_log` (model space -> log space)."""
-        return np.asarray(z, np.float64) * np.asarray(self.scale) + np.asarray(self.center)
+    def unscale(self, z, cols=slice(None)):
+        """Inverse of :meth:`scale_log` (model space -> log space); ``cols``: the genes ``z`` holds."""
+        return np.asarray(z, np.float64) * np.asarray(self.scale)[cols] + np.asarray(self.center)[cols]
 
     def apply(self, raw):
         """Transform a raw samples x genes frame (with at least the selected genes)."""

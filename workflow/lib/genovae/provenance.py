@@ -20,6 +20,7 @@ from . import __version__, io
 
 PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib", "opacus")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+_PEAK = re.compile(r"finished \(peak memory (\d+) MB\)")
 
 
 def versions():
@@ -49,17 +50,22 @@ def git_state(workflow_dir):
 
 
 def job_times(log_dir):
-    """{job log (relative): {start, end}} from the first and last timestamp of each log."""
+    """{job log (relative): {start, end[, peak_memory_mb]}} from the first and last timestamp of
+    each log and the peak memory its "finished" line reports."""
     out = {}
     for log in sorted(Path(log_dir).rglob("*.log")):
-        stamps = []
+        stamps, peak = [], None
         with open(log, errors="replace") as fh:
             for line in fh:
                 m = _STAMP.match(line)
                 if m:
                     stamps.append(m.group(1))
+                p = _PEAK.search(line)
+                if p:
+                    peak = int(p.group(1))
         if stamps:
-            out[str(log.relative_to(log_dir))] = {"start": stamps[0], "end": stamps[-1]}
+            out[str(log.relative_to(log_dir))] = {"start": stamps[0], "end": stamps[-1],
+                                                  **({"peak_memory_mb": peak} if peak is not None else {})}
     return out
 
 

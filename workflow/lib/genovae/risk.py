@@ -23,10 +23,24 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
-from .evaluate import encode
+# torch is imported inside the functions that need it: export_h5ad (envs/data.yaml, no
+# torch) imports RISK_COLUMNS from here
+
+#: the columns of risk_genes.tsv (before annotation columns), in order
+RISK_COLUMNS = (
+    "contrast",
+    "gene",
+    "vae_score",
+    "vae_rank",
+    "vae_log2_fold_change",
+    "t_stat",
+    "p_value",
+    "fdr",
+    "log2_fold_change",
+    "classical_rank",
+)
 
 
 #: with two groups and no case/control given, a group with one of these names is the control
@@ -62,27 +76,70 @@ def bh(p):
 
 def welch(a, b):
     """Welch t statistic and two-sided p-value per column."""
+    return welch_from_moments(*_moments(np.asarray(a, float)), *_moments(np.asarray(b, float)))
+
+
+def _moments(v):
+    n = len(v)
+    return n, v.mean(axis=0), v.var(axis=0, ddof=1) if n > 1 else np.full(v.shape[1:], np.nan)
+
+
+def welch_from_moments(n1, mean1, var1, n2, mean2, var2):
+    """Welch t statistic and two-sided p-value from group sizes, means and variances (ddof=1).
+
+    The numbers of ``scipy.stats.ttest_ind(a, b, equal_var=False)``; genes with no
+    variance in either group (or a group of one) get t 0 and p 1.
+    """
     # constant genes within a group make scipy warn about precision; their t is 0, p 1
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        t, p = stats.ttest_ind(a, b, axis=0, equal_var=False)
+        t, p = stats.ttest_ind_from_stats(mean1, np.sqrt(var1), n1, mean2, np.sqrt(var2), n2, equal_var=False)
     return np.nan_to_num(t), np.where(np.isfinite(p), p, 1.0)
 
 
-@torch.no_grad()
+def log_moments(x, mask, transform, block=512):
+    """Size, per-gene mean and variance (ddof=1) of the log-scale (unscaled) values of ``x[mask]``.
+
+    Blocks of genes at a time: the float64 temporaries are ``mask.sum() x block``.
+    """
+    n = int(mask.sum())
+    mean, var = np.empty(x.shape[1]), np.full(x.shape[1], np.nan)
+    for j in range(0, x.shape[1], block):
+        cols = slice(j, j + block)
+        v = transform.unscale(x[mask, cols], cols)
+        mean[cols] = v.mean(axis=0)
+        if n > 1:
+            var[cols] = v.var(axis=0, ddof=1)
+    return n, mean, var
+
+
 def decoded_log(model, transform, z, library_all, library):
     """Decoder output of latent points mapped to log space (pre-scaling)."""
-    dec = model.decode(torch.as_tensor(z, dtype=torch.float32))
-    mean = model.mean(dec, torch.as_tensor(library, dtype=torch.float32)).numpy().astype(np.float64)
+    import torch
+
+    with torch.no_grad():
+        dec = model.decode(torch.as_tensor(z, dtype=torch.float32))
+        mean = model.mean(dec, torch.as_tensor(library, dtype=torch.float32)).numpy().astype(np.float64)
     if model.likelihood == "nb":
         return transform.counts_to_log(mean, library_all)
     return transform.unscale(mean)
 
 
+def mean_decoded_shift(model, transform, base, shift, library_all, library, block=256):
+    """Mean over ``base`` points of decode(z + shift) - decode(z), log space, in blocks of points."""
+    total = np.zeros(len(transform.genes))
+    for i in range(0, len(base), block):
+        s = slice(i, i + block)
+        z, la, lb = base[s], library_all[s], library[s]
+        total += (decoded_log(model, transform, z + shift, la, lb) - decoded_log(model, transform, z, la, lb)).sum(axis=0)
+    return total / max(len(base), 1)
+
+
 def rank_genes(model, cohort, transform, case=None, control=None, latent_fdr=0.05, annotation=None):
     """Return (risk gene table, latent dimension table)."""
+    from .evaluate import encode
+
     mu, _ = encode(model, cohort.x)
-    logx = transform.unscale(cohort.x)
     scale = np.asarray(transform.scale)
     to_log2 = np.log2(transform.log_base)
     tables, dims = [], []
@@ -109,16 +166,14 @@ def rank_genes(model, cohort, transform, case=None, control=None, latent_fdr=0.0
                 }
             )
         )
-        base = mu[ctrl_m]
-        lib_all = cohort.library_all[ctrl_m]
-        lib = cohort.library[ctrl_m]
-        delta_log = (
-            decoded_log(model, transform, base + shift, lib_all, lib)
-            - decoded_log(model, transform, base, lib_all, lib)
-        ).mean(axis=0)
+        delta_log = mean_decoded_shift(
+            model, transform, mu[ctrl_m], shift, cohort.library_all[ctrl_m], cohort.library[ctrl_m]
+        )
         vae_score = delta_log / scale
-        t, p = welch(logx[case_m], logx[ctrl_m])
-        lfc = (logx[case_m].mean(axis=0) - logx[ctrl_m].mean(axis=0)) * to_log2
+        case_stats = log_moments(cohort.x, case_m, transform)
+        ctrl_stats = log_moments(cohort.x, ctrl_m, transform)
+        t, p = welch_from_moments(*case_stats, *ctrl_stats)
+        lfc = (case_stats[1] - ctrl_stats[1]) * to_log2
         df = pd.DataFrame(
             {
                 "contrast": name,
@@ -135,21 +190,9 @@ def rank_genes(model, cohort, transform, case=None, control=None, latent_fdr=0.0
         df["classical_rank"] = _rank(df["p_value"].to_numpy(), tiebreak=-np.abs(t))
         tables.append(df.sort_values("vae_rank"))
     risk = pd.concat(tables, ignore_index=True)
-    cols = [
-        "contrast",
-        "gene",
-        "vae_score",
-        "vae_rank",
-        "vae_log2_fold_change",
-        "t_stat",
-        "p_value",
-        "fdr",
-        "log2_fold_change",
-        "classical_rank",
-    ]
-    risk = risk[cols]
+    risk = risk[list(RISK_COLUMNS)]
     if annotation is not None and annotation.shape[1] > 0:
-        ann = annotation.drop(columns=[c for c in annotation.columns if c in cols], errors="ignore")
+        ann = annotation.drop(columns=[c for c in annotation.columns if c in RISK_COLUMNS], errors="ignore")
         risk = risk.merge(ann, left_on="gene", right_index=True, how="left")
     return risk, pd.concat(dims, ignore_index=True)
 

@@ -114,7 +114,7 @@ def sample_cohort(model, cohort, transform, *, n_per_condition, seed=1, noise=Tr
     labels, written, model_space = [], [], []
     for c in conditions:
         m = train & (cohort.condition == c)
-        mu, logvar = encode(model, cohort.x[m])
+        mu, logvar = encode(model, cohort.x, np.flatnonzero(m))
         mean, cov = latent_distribution(mu, logvar)
         z = rng.multivariate_normal(mean, cov, size=int(n_per_condition), method="eigh")
         pick = rng.integers(0, int(m.sum()), size=int(n_per_condition))
@@ -137,17 +137,43 @@ def _pearson(a, b):
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def fidelity(real_log, real_labels, syn_log, syn_labels):
+def group_moments(x, labels, rows=None, transform=None):
+    """Per-gene mean and variance (ddof=0) of ``x[rows]``, overall and per label.
+
+    ``labels`` are those of ``x[rows]``. With ``transform`` the moments are of the
+    log-scale values (``x`` is in model space; unscaling is affine per gene, so the
+    moments map exactly). Read in blocks of rows: no copy of the matrix.
+    """
+    from .pca import column_moments
+
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    labels = np.asarray(labels)
+
+    def moments(r):
+        mean, var = column_moments(x, r)
+        if transform is not None:
+            scale = np.asarray(transform.scale)
+            mean, var = mean * scale + np.asarray(transform.center), var * scale**2
+        return {"n": len(r), "mean": mean, "var": var}
+
+    out = {"all": moments(rows)}
+    for c in sorted(set(labels.tolist())):
+        out[c] = moments(rows[labels == c])
+    return out
+
+
+def fidelity(real, syn):
+    """Correlation of gene means and variances, synthetic vs real (moments from :func:`group_moments`)."""
     out = {
-        "mean_correlation": _pearson(real_log.mean(0), syn_log.mean(0)),
-        "variance_correlation": _pearson(real_log.var(0), syn_log.var(0)),
+        "mean_correlation": _pearson(real["all"]["mean"], syn["all"]["mean"]),
+        "variance_correlation": _pearson(real["all"]["var"], syn["all"]["var"]),
         "per_condition": {},
     }
-    for c in sorted(set(real_labels) & set(syn_labels)):
-        r, s = real_log[real_labels == c], syn_log[syn_labels == c]
+    for c in sorted((set(real) & set(syn)) - {"all"}):
+        r, s = real[c], syn[c]
         out["per_condition"][str(c)] = {
-            "mean_correlation": _pearson(r.mean(0), s.mean(0)),
-            "variance_correlation": _pearson(r.var(0), s.var(0)) if len(r) > 1 else None,
+            "mean_correlation": _pearson(r["mean"], s["mean"]),
+            "variance_correlation": _pearson(r["var"], s["var"]) if r["n"] > 1 else None,
         }
     return out
 
@@ -158,8 +184,9 @@ def _classifier(seed):
     return LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
 
 
-def two_sample_auc(real, syn, seed=1, threads=1):
-    """Cross-validated AUC of a random forest separating real from synthetic (0.5 = indistinguishable).
+def two_sample_auc(real, syn, seed=1, threads=1, rows=None):
+    """Cross-validated AUC of a random forest separating real (``real[rows]``) from synthetic samples
+    (0.5 = indistinguishable).
 
     A random forest rather than a linear model: with many more genes than samples
     a linear classifier separates every training fold perfectly and then
@@ -170,10 +197,11 @@ def two_sample_auc(real, syn, seed=1, threads=1):
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     rng = np.random.default_rng(seed)
-    n = min(len(real), len(syn))
+    rows = np.arange(len(real)) if rows is None else np.asarray(rows)
+    n = min(len(rows), len(syn))
     if n < 2:
         return None
-    r = real[rng.choice(len(real), n, replace=False)]
+    r = real[rows[rng.choice(len(rows), n, replace=False)]]
     s = syn[rng.choice(len(syn), n, replace=False)]
     x = np.vstack([r, s])
     y = np.r_[np.zeros(n), np.ones(n)]
@@ -202,22 +230,27 @@ def _scores(clf, x, y):
     return out
 
 
-def utility(real_train, real_labels, syn, syn_labels, eval_x, eval_labels, eval_split, seed=1, components=50):
-    """Train on synthetic, test on real held-out samples; next to train on real.
+def utility(real, train_rows, real_labels, syn, syn_labels, eval_rows, eval_labels, eval_split, seed=1,
+            components=50):
+    """Train on synthetic, test on real held-out samples (``real[eval_rows]``); next to train on real
+    (``real[train_rows]``).
 
     Both classifiers (logistic regression) see the same ``components`` principal
-    components, fitted on the real training samples.
+    components, fitted on the real training samples (without copying them, see
+    :mod:`genovae.pca`).
     """
-    from sklearn.decomposition import PCA
+    from . import pca as pca_
 
-    out = {"eval_split": eval_split, "n_eval": int(len(eval_x))}
-    if len(eval_x) == 0:
+    out = {"eval_split": eval_split, "n_eval": int(len(eval_rows))}
+    if len(eval_rows) == 0:
         return out
-    k = int(min(components, len(real_train) - 1, real_train.shape[1]))
+    k = int(min(components, len(train_rows) - 1, real.shape[1]))
     if k >= 1:
-        pca = PCA(n_components=k, random_state=seed).fit(real_train)
-        real_train, syn, eval_x = pca.transform(real_train), pca.transform(syn), pca.transform(eval_x)
+        pca = pca_.fit(real, train_rows, k, seed=seed)
+        real_train, syn, eval_x = pca.transform(real, train_rows), pca.transform(syn), pca.transform(real, eval_rows)
         out["pca_components"] = k
+    else:
+        real_train, eval_x = real[train_rows], real[eval_rows]
     for name, (x, y) in {"train_on_synthetic": (syn, syn_labels), "train_on_real": (real_train, real_labels)}.items():
         if len(set(y)) < 2:
             out[name] = None
@@ -229,29 +262,37 @@ def utility(real_train, real_labels, syn, syn_labels, eval_x, eval_labels, eval_
     return out
 
 
-def _closest(a, b):
+def _closest(a, b, rows, block=1024):
+    """Distance of every row of ``a`` to its closest row among ``b[rows]`` (blocks of rows of ``b``)."""
     from sklearn.metrics import pairwise_distances
 
-    return pairwise_distances(a, b, metric="euclidean").min(axis=1)
+    best = np.full(len(a), np.inf)
+    for i in range(0, len(rows), block):
+        ref = np.asarray(b[rows[i : i + block]], np.float64)
+        best = np.minimum(best, pairwise_distances(a, ref, metric="euclidean").min(axis=1))
+    return best
 
 
-def distance_to_closest_record(syn, train, holdout, seed=1, draws=DCR_DRAWS):
-    """Distance of synthetic samples to the closest training vs held-out record (see module doc)."""
+def distance_to_closest_record(syn, real, train_rows, holdout_rows, seed=1, draws=DCR_DRAWS):
+    """Distance of synthetic samples to the closest training (``real[train_rows]``) vs held-out
+    (``real[holdout_rows]``) record (see module doc)."""
+    syn = np.asarray(syn, np.float64)
+    train, holdout = np.asarray(train_rows), np.asarray(holdout_rows)
     out = {"n_train": int(len(train)), "n_holdout": int(len(holdout))}
-    d_train_all = _closest(syn, train)
+    d_train_all = _closest(syn, real, train)
     out["dcr_train_median"] = float(np.median(d_train_all))
     out["n_identical_to_training"] = int((d_train_all < 1e-6).sum())
     if len(holdout) == 0:
         return out
-    d_hold = _closest(syn, holdout)
+    d_hold = _closest(syn, real, holdout)
     out["dcr_holdout_median"] = float(np.median(d_hold))
     rng = np.random.default_rng(seed)
     k = min(len(holdout), len(train))
     ratios, shares = [], []
     for _ in range(int(draws) if k < max(len(train), len(holdout)) else 1):
         sub = train[rng.choice(len(train), k, replace=False)] if k < len(train) else train
-        d_tr = _closest(syn, sub)
-        hold = d_hold if k == len(holdout) else _closest(syn, holdout[rng.choice(len(holdout), k, replace=False)])
+        d_tr = _closest(syn, real, sub)
+        hold = d_hold if k == len(holdout) else _closest(syn, real, holdout[rng.choice(len(holdout), k, replace=False)])
         med_h = np.median(hold)
         ratios.append(float(np.median(d_tr) / med_h) if med_h > 0 else float("nan"))
         shares.append(float(np.mean((d_tr < hold) + 0.5 * (d_tr == hold))))
@@ -262,22 +303,27 @@ def distance_to_closest_record(syn, train, holdout, seed=1, draws=DCR_DRAWS):
 
 
 def evaluate_synthetic(cohort, transform, syn_model, syn_labels, seed=1, threads=1):
-    """Fidelity, utility and privacy of synthetic samples (model space) against the real cohort."""
-    train = cohort.mask("train")
-    test = cohort.mask("test")
-    eval_mask, eval_split = (test, "test") if test.any() else (cohort.mask("val"), "val")
-    holdout = ~train
-    real = cohort.x.astype(np.float64)
+    """Fidelity, utility and privacy of synthetic samples (model space) against the real cohort.
+
+    The real samples are read from ``cohort.x`` by row index, never copied as a whole.
+    """
+    x = cohort.x
+    train = np.flatnonzero(cohort.mask("train"))
+    test = np.flatnonzero(cohort.mask("test"))
+    eval_rows, eval_split = (test, "test") if len(test) else (np.flatnonzero(cohort.mask("val")), "val")
+    holdout = np.flatnonzero(~cohort.mask("train"))
+    real_moments = group_moments(x, cohort.condition[train], train, transform)
+    syn_moments = group_moments(transform.unscale(syn_model), syn_labels)
     return {
         "fidelity": {
-            **fidelity(transform.unscale(real[train]), cohort.condition[train], transform.unscale(syn_model), syn_labels),
-            "c2st_auc": two_sample_auc(real[train], syn_model, seed, threads),
+            **fidelity(real_moments, syn_moments),
+            "c2st_auc": two_sample_auc(x, syn_model, seed, threads, rows=train),
         },
         "utility": utility(
-            real[train], cohort.condition[train], syn_model, syn_labels, real[eval_mask], cohort.condition[eval_mask],
+            x, train, cohort.condition[train], syn_model, syn_labels, eval_rows, cohort.condition[eval_rows],
             eval_split, seed,
         ),
-        "privacy": distance_to_closest_record(syn_model, real[train], real[holdout], seed),
+        "privacy": distance_to_closest_record(syn_model, x, train, holdout, seed),
     }
 
 
