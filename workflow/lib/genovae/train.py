@@ -157,7 +157,7 @@ def train_vae(
     bs = max(1, min(int(batch_size), n))
     # validation batches: large on a GPU; on the CPU smaller, which bounds the memory of the
     # likelihood's temporaries (n x genes each) at no cost in speed
-    eval_bs = 4096 if dev.type == "cuda" else 1024
+    eval_bs = 4096 if dev.type == "cuda" else 256
     amp_dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(dev.type) if precision == "16-mixed" else None
 
