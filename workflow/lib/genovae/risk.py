@@ -23,10 +23,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-# torch is imported inside the functions that need it: export_h5ad (envs/data.yaml, no
-# torch) imports RISK_COLUMNS from here
+# torch and scipy are imported inside the functions that need them: export_h5ad (envs/data.yaml,
+# no torch) and summarize import only RISK_COLUMNS / ranking_metrics from here, and start faster
 
 #: the columns of risk_genes.tsv (before annotation columns), in order
 RISK_COLUMNS = (
@@ -70,6 +69,8 @@ def bh(p):
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)
     if ok.any():
+        from scipy import stats
+
         out[ok] = stats.false_discovery_control(p[ok], method="bh")
     return out
 
@@ -90,6 +91,8 @@ def welch_from_moments(n1, mean1, var1, n2, mean2, var2):
     The numbers of ``scipy.stats.ttest_ind(a, b, equal_var=False)``; genes with no
     variance in either group (or a group of one) get t 0 and p 1.
     """
+    from scipy import stats
+
     # constant genes within a group make scipy warn about precision; their t is 0, p 1
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
