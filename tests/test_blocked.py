@@ -195,3 +195,20 @@ def test_group_moments_map_model_space_to_log_space(nb_setup):
     for c in set(labels):
         np.testing.assert_allclose(got[c]["var"], logx[labels == c].var(axis=0), rtol=1e-8)
         assert got[c]["n"] == (labels == c).sum()
+
+
+def test_pca_falls_back_to_the_exact_svd_when_arpack_does_not_converge(monkeypatch, caplog):
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    def no_convergence(*_a, **_k):
+        raise ArpackNoConvergence("no convergence", np.array([]), np.array([]))
+
+    x = _low_rank()
+    rows = np.arange(300)
+    monkeypatch.setattr(pca, "DENSE_ENTRIES", 0)
+    monkeypatch.setattr(pca, "_arpack", no_convergence)
+    fit = pca.fit(x, rows, 5)
+    monkeypatch.setattr(pca, "DENSE_ENTRIES", 10**12)
+    exact = pca.fit(x, rows, 5)
+    np.testing.assert_array_equal(fit.components_, exact.components_)
+    assert "ARPACK did not converge" in caplog.text

@@ -78,11 +78,20 @@ def fit(x, rows, n_components, seed=0):
     n, g = len(rows), x.shape[1]
     k = int(min(n_components, n, g))
     mean, _ = column_moments(x, rows)
-    if k >= min(n, g) - 1 or n * g <= DENSE_ENTRIES:
-        centred = x[rows].astype(np.float64) - mean
-        _, s, vt = np.linalg.svd(centred, full_matrices=False)
-        return RowPCA(mean, _flip(vt[:k]), s[:k])
-    return RowPCA(mean, *_arpack(x, rows, mean, k, seed))
+    if k < min(n, g) - 1 and n * g > DENSE_ENTRIES:
+        from scipy.sparse.linalg import ArpackNoConvergence
+
+        try:
+            return RowPCA(mean, *_arpack(x, rows, mean, k, seed))
+        except ArpackNoConvergence:  # rare (clustered singular values): the exact SVD, at its memory cost
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "ARPACK did not converge for %d components of %d x %d; using the full SVD", k, n, g
+            )
+    centred = x[rows].astype(np.float64) - mean
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    return RowPCA(mean, _flip(vt[:k]), s[:k])
 
 
 def _arpack(x, rows, mean, k, seed):
