@@ -106,13 +106,14 @@ def split_metrics(model, cohort, transform, name, pca=None):
         sums += evaluate_loss(model, xt, tt, lt, beta=1.0) * len(rows)
         mus.append(mu)
         lvs.append(logvar)
-    loss, recon, kl = (float(v) / max(n, 1) for v in sums)
+    loss, recon, kl = (float(v) / n if n else float("nan") for v in sums)
     mu = np.concatenate(mus) if mus else np.zeros((0, model.config["latent_dim"]), np.float32)
     logvar = np.concatenate(lvs) if lvs else mu
     kl_dim = (0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)).mean(axis=0)
     var = mu.var(axis=0) if len(mu) > 1 else np.zeros(mu.shape[1])
-    pca_mse = pca.squared_error(cohort.x, np.flatnonzero(mask)) / max(n * g, 1)
-    mse = sse / max(n * g, 1)
+    cells = n * g
+    pca_mse = pca.squared_error(cohort.x, np.flatnonzero(mask)) / cells if cells else float("nan")
+    mse = sse / cells if cells else float("nan")
     return {
         f"{name}_recon_mse": mse,
         f"{name}_r2": 1.0 - sse / sst if sst > 0 else float("nan"),
