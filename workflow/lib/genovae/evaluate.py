@@ -85,14 +85,13 @@ def split_metrics(model, cohort, transform, name, pca=None):
     """Metrics of one split (see the module doc), accumulated over blocks of samples."""
     import torch
 
-    from .pca import column_moments
     from .train import evaluate_loss
 
     mask = cohort.mask(name)
     n, g = int(mask.sum()), cohort.x.shape[1]
     if pca is None:
         pca = fit_pca(cohort, model.config["latent_dim"])
-    train_mean, _ = column_moments(cohort.x, np.flatnonzero(cohort.mask("train")))
+    train_mean = pca.mean_  # PCA is fitted on the train split: its mean is the train gene means (for R²)
     sse = sst = 0.0
     sums = torch.zeros(3)
     mus, lvs = [], []
