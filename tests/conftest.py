@@ -38,6 +38,26 @@ TINY_CONFIG = {
 }
 
 
+def noise_cohort(n_train=40, n_val=10, n_genes=30, seed=0):
+    """A Gaussian-noise cohort (train then val samples, two conditions) for training-loop tests."""
+    import numpy as np
+
+    from genovae.dataset import Cohort
+
+    n = n_train + n_val
+    x = np.random.default_rng(seed).normal(size=(n, n_genes)).astype(np.float32)
+    return Cohort(
+        sample_ids=np.array([f"s{i}" for i in range(n)]),
+        split=np.array(["train"] * n_train + ["val"] * n_val),
+        condition=np.array(["a", "b"] * (n // 2)),
+        x=x,
+        target=x,
+        library=np.ones(n, np.float32),
+        library_all=np.ones(n),
+        genes=[f"g{j}" for j in range(n_genes)],
+    )
+
+
 def copy_workflow(dest):
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

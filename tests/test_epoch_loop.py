@@ -5,40 +5,23 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 
 import genovae.train as gtrain
 from genovae import privacy
-from genovae.dataset import Cohort
 from genovae.errors import TrainingError
+
+from conftest import noise_cohort
 
 MODEL = {"hidden": [16], "latent_dim": 3, "dropout": 0.1, "batch_norm": False, "likelihood": "gaussian"}
 DP = {"epsilon": 1.5, "delta": 1e-5, "max_grad_norm": 1.0, "seed": 5}
-
-
-def _cohort(n_train=40, n_val=10, n_genes=30):
-    x = np.random.default_rng(0).normal(size=(n_train + n_val, n_genes)).astype(np.float32)
-    n = len(x)
-    return Cohort(
-        sample_ids=np.array([f"s{i}" for i in range(n)]),
-        split=np.array(["train"] * n_train + ["val"] * n_val),
-        condition=np.array(["a", "b"] * (n // 2)),
-        x=x,
-        target=x,
-        library=np.ones(n, np.float32),
-        library_all=np.ones(n),
-        genes=[f"g{j}" for j in range(n_genes)],
-    )
-
-
 COLUMNS = ["epoch", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"]
 SETTINGS = dict(model_config=MODEL, epochs=4, batch_size=8, kl_warmup_epochs=2, patience=50, seed=3,
                 threads=1, device="cpu")
 
 
 def dp_train(**kw):
-    return privacy.train_vae_dp(_cohort(), dp=DP, progress=io.StringIO(), **{**SETTINGS, **kw})
+    return privacy.train_vae_dp(noise_cohort(), dp=DP, progress=io.StringIO(), **{**SETTINGS, **kw})
 
 
 def nan_validation(monkeypatch):
@@ -47,7 +30,7 @@ def nan_validation(monkeypatch):
 
 
 def test_both_loops_write_the_same_history():
-    _, plain, plain_info = gtrain.train_vae(_cohort(), progress=io.StringIO(), **SETTINGS)
+    _, plain, plain_info = gtrain.train_vae(noise_cohort(), progress=io.StringIO(), **SETTINGS)
     _, dp, dp_info = dp_train()
     assert list(plain.columns) == list(dp.columns) == COLUMNS
     assert plain["epoch"].tolist() == dp["epoch"].tolist() == [1, 2, 3, 4]
@@ -61,7 +44,7 @@ def test_both_loops_write_the_same_history():
 def test_divergence_names_the_epoch_and_the_loop_s_advice(monkeypatch, dp):
     nan_validation(monkeypatch)
     with pytest.raises(TrainingError, match="training diverged at epoch 1") as err:
-        dp_train() if dp else gtrain.train_vae(_cohort(), progress=io.StringIO(), **SETTINGS)
+        dp_train() if dp else gtrain.train_vae(noise_cohort(), progress=io.StringIO(), **SETTINGS)
     assert str(err.value).endswith(
         "lower train.lr (now 0.001), raise privacy.dp.epsilon or check the input scaling"
         if dp

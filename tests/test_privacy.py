@@ -23,12 +23,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY_CONFIG, copy_workflow, planned_jobs, run_snakemake, write_config
+from conftest import REPO, TINY_CONFIG, copy_workflow, noise_cohort, planned_jobs, run_snakemake, write_config
 
 sys.path.insert(0, str(REPO / "workflow" / "lib"))
 
 from genovae import privacy, pseudonym, synthetic  # noqa: E402
-from genovae.dataset import Cohort  # noqa: E402
 from genovae.errors import ConfigError  # noqa: E402
 from genovae.rounds import loop_continues  # noqa: E402
 
@@ -165,29 +164,13 @@ def test_sampling_rate_and_steps_per_epoch():
     assert privacy.sample_rate(10, 64) == 1.0 and privacy.steps_per_epoch(10, 64) == 1
 
 
-def _cohort(n_train=40, n_val=10, n_genes=30, seed=0):
-    rng = np.random.default_rng(seed)
-    n = n_train + n_val
-    x = rng.normal(size=(n, n_genes)).astype(np.float32)
-    return Cohort(
-        sample_ids=np.array([f"s{i}" for i in range(n)]),
-        split=np.array(["train"] * n_train + ["val"] * n_val),
-        condition=np.array(["a", "b"] * (n // 2)),
-        x=x,
-        target=x,
-        library=np.ones(n, np.float32),
-        library_all=np.ones(n),
-        genes=[f"g{j}" for j in range(n_genes)],
-    )
-
-
 MODEL = {"hidden": [16], "latent_dim": 3, "dropout": 0.1, "batch_norm": False, "likelihood": "gaussian"}
 DP = {"epsilon": 1.5, "delta": 1e-5, "max_grad_norm": 1.0, "seed": 5}
 
 
 def test_dp_training_spends_at_most_the_target_epsilon():
     model, history, info = privacy.train_vae_dp(
-        _cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=2, patience=50,
+        noise_cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=2, patience=50,
         threads=1, device="cpu",
     )
     d = info["dp"]
@@ -198,7 +181,7 @@ def test_dp_training_spends_at_most_the_target_epsilon():
     assert np.isfinite(history[["train_loss", "val_loss"]].to_numpy()).all()
     # early stopping ends sooner and spends less
     _, _, short = privacy.train_vae_dp(
-        _cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=1, patience=1,
+        noise_cohort(), model_config=MODEL, dp=DP, epochs=6, batch_size=8, kl_warmup_epochs=1, patience=1,
         min_delta=1e9, threads=1, device="cpu",
     )
     assert short["epochs_run"] < 6 and short["dp"]["epsilon"] < d["epsilon"]
@@ -219,7 +202,7 @@ def test_dp_clips_every_per_sample_gradient(monkeypatch):
     monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", spy)
     monkeypatch.setattr(privacy, "noise_multiplier", lambda *a, **k: 0.0)
     model, _, _ = privacy.train_vae_dp(
-        _cohort(), model_config=MODEL, dp={**DP, "max_grad_norm": 0.01}, epochs=1, batch_size=8,
+        noise_cohort(), model_config=MODEL, dp={**DP, "max_grad_norm": 0.01}, epochs=1, batch_size=8,
         kl_warmup_epochs=0, patience=5, threads=1, device="cpu",
     )
     n_params = len([p for p in model.parameters()])
@@ -230,7 +213,7 @@ def test_dp_clips_every_per_sample_gradient(monkeypatch):
 
 def test_batch_norm_is_refused_with_dp():
     with pytest.raises(ConfigError) as err:
-        privacy.train_vae_dp(_cohort(), model_config={**MODEL, "batch_norm": True}, dp=DP, epochs=1)
+        privacy.train_vae_dp(noise_cohort(), model_config={**MODEL, "batch_norm": True}, dp=DP, epochs=1)
     assert err.value.key == "model.batch_norm" and "per-sample gradients" in str(err.value)
 
 
