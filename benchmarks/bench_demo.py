@@ -45,16 +45,18 @@ IMPORTS = {
     "simulate": "import genovae.simulate",
     "preprocess": "import genovae.preprocess",
     "train": "import genovae.rounds, genovae.train, genovae.dataset, genovae.model, torch",
-    "evaluate": "import genovae.rounds, genovae.evaluate, genovae.labels, genovae.dataset, torch, sklearn.decomposition",
+    "evaluate": "import genovae.rounds, genovae.evaluate, genovae.labels, genovae.dataset, genovae.pca, torch, "
+                "scipy.sparse.linalg",
     "decide": "import genovae.rounds, genovae.evaluate",
     "select_model": "import genovae.rounds, torch",
-    "apply_model": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, torch",
+    "apply_model": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, genovae.pca, torch, "
+                   "scipy.stats, scipy.sparse.linalg",
     "plots": "import genovae.plots, matplotlib.pyplot",
-    "summarize": "import genovae.summary",
+    "summarize": "import genovae.summary",  # no torch, scikit-learn or scipy since risk.py imports them lazily
     "provenance": "import genovae.provenance",
     "export_h5ad": "import genovae.export, genovae.h5ad, h5py",
-    "generate": "import genovae.synthetic, genovae.evaluate, genovae.dataset, torch, sklearn.linear_model, "
-                "sklearn.ensemble, sklearn.model_selection",
+    "generate": "import genovae.synthetic, genovae.evaluate, genovae.dataset, genovae.pca, torch, "
+                "sklearn.linear_model, sklearn.ensemble, sklearn.model_selection, scipy.sparse.linalg",
 }
 
 

@@ -110,11 +110,17 @@ def write_config(workdir, expr, sheet, a):
 
 
 def read_benchmarks(bench_dir):
+    """Per job: Snakemake's benchmark figures, and the true peak memory its log reports
+    (Snakemake's max_rss samples about once a second and can miss a short peak)."""
+    from genovae.provenance import job_times
+
+    logged = job_times(Path(bench_dir).parent / "logs")
     rows = []
     for f in sorted(Path(bench_dir).rglob("*.tsv")):
         with open(f) as fh:
             rec = next(csv.DictReader(fh, delimiter="\t"))
         name = str(f.relative_to(bench_dir))[: -len(".tsv")]
+        peak = logged.get(name + ".log", {}).get("peak_memory_mb")
         rows.append({
             "job": name,
             "rule": name.split("/")[0],
@@ -122,20 +128,9 @@ def read_benchmarks(bench_dir):
             "max_rss_mb": float(rec["max_rss"]) if rec.get("max_rss", "NA") != "NA" else None,
             "cpu_time_s": float(rec["cpu_time"]) if rec.get("cpu_time", "NA") != "NA" else None,
             "end_mtime": f.stat().st_mtime,
-            "peak_rss_mb": _logged_peak(Path(bench_dir).parent / "logs" / (name + ".log")),
+            "peak_rss_mb": None if peak is None else float(peak),
         })
     return rows
-
-
-def _logged_peak(log):
-    """The job's true peak RSS, as its log's "finished (peak memory N MB)" line reports it
-    (Snakemake's max_rss samples about once a second and can miss a short peak)."""
-    import re
-
-    if not log.exists():
-        return None
-    found = re.findall(r"finished \(peak memory (\d+) MB\)", log.read_text(errors="replace"))
-    return float(found[-1]) if found else None
 
 
 def matrix_mb(rule, n, g, top):
