@@ -205,6 +205,19 @@ def test_h5ad_input_runs_end_to_end_and_exports_latent_h5ad(workdir):
     scores = var["vae_score_AML_vs_healthy"]
     assert scores.notna().sum() == risk["gene"].nunique() == 50
     assert var["gene_symbols"].iloc[0] == "SYM1"
+    # obs: the numeric obs column of the input is numeric again, the condition and text columns are labels
+    assert obs["age"].dtype == np.float64 and obs["age"].tolist() == [30.0 + i for i in range(40)]
+    assert isinstance(obs["disease"].dtype, pd.CategoricalDtype) and isinstance(obs["batch"].dtype, pd.CategoricalDtype)
+    # layers["genovae_input"]: the model's input (features.parquet) at its genes, NaN for the others
+    from genovae import io
+
+    features = io.read_matrix(r / "preprocess/features.parquet")
+    layer, _, _ = read_h5ad(r / "latent.h5ad", "genovae_input")
+    modelled = var["genovae_modelled"].to_numpy()
+    assert layer.shape == values.shape
+    assert set(var.index[modelled]) == set(features.columns) and 0 < modelled.sum() <= 50
+    np.testing.assert_array_equal(layer[:, modelled], features.loc[list(obs.index), var.index[modelled]].to_numpy())
+    assert np.isnan(layer[:, ~modelled]).all()
 
 
 def test_latent_h5ad_reads_with_anndata_when_installed(workdir):
@@ -215,6 +228,8 @@ def test_latent_h5ad_reads_with_anndata_when_installed(workdir):
     assert adata.obsm["X_genovae"].shape == (40, 4)
     assert "genovae_reconstruction_mse" in adata.obs and "vae_score_AML_vs_healthy" in adata.var
     assert adata.uns["genovae"]["summary"]["run"] == "tiny"
+    assert adata.obs["age"].dtype == np.float64 and adata.obs["disease"].dtype == "category"
+    assert adata.layers["genovae_input"].shape == (40, 50) and adata.var["genovae_modelled"].dtype == bool
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,10 @@
-# Results for the scverse ecosystem: latent.h5ad (AnnData) with the latent means
-# in obsm["X_genovae"], reconstruction errors in obs, gene scores in var and the
-# run's summary in uns.
+# Results for the scverse ecosystem: latent.h5ad (AnnData) with the collected
+# matrix as X, the preprocessed values the model saw (features.parquet) in
+# layers["genovae_input"] (NaN for genes not modelled; var["genovae_modelled"]
+# says which were), the latent means in obsm["X_genovae"], the sample sheet in
+# obs (numeric columns as numbers; the condition and label columns as categories)
+# with split and reconstruction error, gene scores in var and the run's summary
+# in uns.
 
 
 rule export_h5ad:
@@ -8,6 +12,7 @@ rule export_h5ad:
         matrix=f"{R}/data/matrix.parquet",
         samples=f"{R}/data/samples.tsv",
         genes=f"{R}/data/genes.tsv",
+        features=f"{R}/preprocess/features.parquet",
         latent=f"{R}/latent.tsv",
         errors=f"{R}/reconstruction_error.tsv",
         risk=f"{R}/risk_genes.tsv",
@@ -22,5 +27,7 @@ rule export_h5ad:
         "../../envs/data.yaml"
     params:
         run=config["run"],
+        condition=config["analysis"]["condition"],
+        labels=config["analysis"]["labels"],
     script:
         "../scripts/export_h5ad.py"

@@ -10,12 +10,15 @@ def step(sm, _log):
         matrix=sm.input.matrix,
         samples=sm.input.samples,
         genes=sm.input.genes,
+        features=sm.input.features,
         latent=sm.input.latent,
         errors=sm.input.errors,
         risk=sm.input.risk,
         summary=sm.input.summary,
         out_h5ad=sm.output.h5ad,
         run=sm.params.run,
+        condition=sm.params.condition,
+        labels=list(sm.params.labels),
     )
 
 

@@ -4,10 +4,18 @@
 the collected matrix:
 
 - ``X``: the collected matrix (``data/matrix.parquet``, values as given, float32);
+- ``layers["genovae_input"]``: the preprocessed values the model saw
+  (``preprocess/features.parquet``: normalised, log, scaled; float32) for the
+  modelled genes, NaN for the genes preprocessing left out;
 - ``obsm["X_genovae"]``: the latent means ``z1..zK`` of the selected model;
-- ``obs``: the sample sheet, ``genovae_split`` and ``genovae_reconstruction_mse``;
-- ``var``: the gene annotation, ``genovae_used`` (gene among the model's
-  features) and, per contrast, the risk-gene scores
+- ``obs``: the sample sheet, ``genovae_split`` and ``genovae_reconstruction_mse``.
+  Sheet columns are typed (:func:`typed_sheet`): a column whose every
+  non-empty value is a number becomes numeric (integers with gaps: float with
+  NaN), ``true``/``false`` columns boolean, the rest (and the condition and
+  label columns, whatever their values) categorical text;
+- ``var``: the gene annotation, ``genovae_modelled`` (gene in the model's input,
+  the ``genovae_input`` layer), ``genovae_used`` (gene scored in
+  ``risk_genes.tsv``) and, per contrast, the risk-gene scores
   (``vae_score_<contrast>``, ``vae_rank_<contrast>``, ``fdr_<contrast>``, ...);
 - ``uns["genovae"]``: the run's summary (``summary``, and losslessly as
   ``summary_json``), the contrasts and the obsm key.
@@ -20,24 +28,79 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pandas as pd
 
 from . import io
-from .h5ad import write_h5ad
+from .h5ad import add_layer, write_h5ad
 from .risk import RISK_COLUMNS
 
 log = logging.getLogger(__name__)
 
 OBSM_KEY = "X_genovae"
+INPUT_LAYER = "genovae_input"
+MODELLED = "genovae_modelled"
 #: per-gene scores of risk_genes.tsv written to var, one column per contrast
 SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene"))
 
 
 def _read_tsv(path):
-    return pd.read_csv(path, sep="\t", dtype={"sample_id": str, "gene": str}, keep_default_na=False,
-                       na_values=[""])
+    return pd.read_csv(path, sep="\t", dtype={"sample_id": str, "gene": str, "condition": str},
+                       keep_default_na=False, na_values=[""])
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_LEADING_ZERO = re.compile(r"[+-]?0\d")
+
+
+def typed_column(values):
+    """A sample-sheet column read as text, typed: numbers, booleans, or unchanged (text).
+
+    Numeric only if every non-empty value parses as a number and none has a
+    leading zero (``007`` is an identifier): integers stay int64, or become
+    float64 with NaN where values are missing; decimals become float64.
+    ``true``/``false`` (any case) become bool (pandas ``boolean`` with gaps).
+    """
+    present = values.dropna().astype(str).str.strip()
+    if present.empty:
+        return values
+    missing = values.isna().any()
+    lower = present.str.lower()
+    if lower.isin(("true", "false")).all():
+        flags = values.map(lambda v: None if pd.isna(v) else str(v).strip().lower() == "true")
+        return flags.astype("boolean" if missing else bool)
+    if present.str.match(_LEADING_ZERO).any():
+        return values
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.isna().any():
+        return values
+    if not missing and present.str.fullmatch(_INTEGER).all() and numbers.dtype.kind in "iu":
+        return pd.Series(numbers.to_numpy(dtype=np.int64), index=values.index, name=values.name)
+    out = np.full(len(values), np.nan)
+    out[values.notna().to_numpy()] = numbers.to_numpy(dtype=np.float64)
+    return pd.Series(out, index=values.index, name=values.name)
+
+
+def typed_sheet(sheet, text=()):
+    """The sample sheet (read as text) with numeric/boolean columns typed; ``text`` columns stay text."""
+    keep = set(text)
+    return pd.DataFrame({c: sheet[c] if c in keep else typed_column(sheet[c]) for c in sheet.columns},
+                        index=sheet.index)
+
+
+def _as_text(values):
+    values = pd.Series(values, dtype=object)
+    return values.where(values.notna(), "").astype(str).to_numpy()
+
+
+def _condition_columns(sheet, condition_values):
+    """Sheet columns whose values are latent.tsv's condition (when analysis.condition is not given)."""
+    target = _as_text(np.asarray(condition_values, dtype=object))
+    if not any(target):
+        return []
+    return [c for c in sheet.columns if np.array_equal(_as_text(sheet[c].to_numpy(dtype=object)), target)]
 
 
 def gene_scores(risk, genes):
@@ -53,30 +116,52 @@ def gene_scores(risk, genes):
     return out
 
 
-def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5ad, run=None):
-    """Write ``out_h5ad`` from the collected data and the run's result tables."""
+def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5ad, run=None,
+                features=None, condition=None, labels=()):
+    """Write ``out_h5ad`` from the collected data and the run's result tables.
+
+    ``features`` (preprocess/features.parquet) adds ``layers["genovae_input"]``
+    and ``var["genovae_modelled"]``. ``condition`` and ``labels`` name sheet
+    columns that stay categorical labels even when their values look numeric
+    (without ``condition``: the sheet columns that hold latent.tsv's condition).
+    Peak memory: the matrix once, plus blocks (features are read after X is written).
+    """
     X = io.read_matrix(matrix)
-    sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
-    sheet = sheet.set_index(sheet["sample_id"].astype(str))
-    sheet = sheet.drop(columns="sample_id").reindex(X.index)
+    samples_index, genes_index = X.index, X.columns
     lat = _read_tsv(latent).set_index("sample_id")
     err = _read_tsv(errors).set_index("sample_id")
-    missing = [s for s in X.index if s not in lat.index]
+    missing = [s for s in samples_index if s not in lat.index]
     if missing:
         raise ValueError(f"{latent} lacks {len(missing)} samples of {matrix}, e.g. {missing[:3]}")
+    sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    sheet = sheet.set_index(sheet["sample_id"].astype(str))
+    sheet = sheet.drop(columns="sample_id").reindex(samples_index)
+    if condition is not None:
+        label_columns = [condition, *labels]
+    elif "condition" in lat.columns:
+        label_columns = [*_condition_columns(sheet, lat["condition"].reindex(samples_index)), *labels]
+    else:
+        label_columns = list(labels)
+    obs = typed_sheet(sheet, text=label_columns)
     zcols = [c for c in lat.columns if c.startswith("z") and c[1:].isdigit()]
-    obs = sheet.copy()
-    obs["genovae_split"] = lat["split"].reindex(X.index).to_numpy()
+    obs["genovae_split"] = lat["split"].reindex(samples_index).to_numpy()
     obs["genovae_reconstruction_mse"] = (
-        pd.to_numeric(err["reconstruction_mse"], errors="coerce").reindex(X.index).to_numpy()
+        pd.to_numeric(err["reconstruction_mse"], errors="coerce").reindex(samples_index).to_numpy()
     )
     annotation = pd.read_csv(genes, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
     annotation = annotation.set_index(annotation.columns[0])
     annotation.index = annotation.index.astype(str)
-    var = annotation.reindex(X.columns)
+    var = annotation.reindex(genes_index)
     var.index.name = None
+    modelled = None
+    if features is not None:
+        modelled = _matrix_genes(features)  # the values are read after X is written
+        unknown = modelled[~modelled.isin(genes_index)]
+        if len(unknown):
+            raise ValueError(f"{features} has {len(unknown)} genes that {matrix} lacks, e.g. {list(unknown[:3])}")
+        var[MODELLED] = genes_index.isin(modelled)
     risk_table = _read_tsv(risk)
-    scores = gene_scores(risk_table, X.columns)
+    scores = gene_scores(risk_table, genes_index)
     var = pd.concat([var, scores.set_axis(var.index)], axis=1)
     summ = io.read_json(summary)
     uns = {
@@ -90,16 +175,44 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
             "summary_json": json.dumps(summ),
         }
     }
+    if features is not None:
+        uns["genovae"]["layers"] = {
+            INPUT_LAYER: "preprocessed values the model saw (preprocess/features.parquet); "
+            f"NaN for genes not modelled (var['{MODELLED}'] False)"
+        }
     with io.atomic_path(out_h5ad) as tmp:
         write_h5ad(
             tmp,
             X=X.to_numpy(dtype=np.float32),
             obs=obs,
             var=var,
-            obsm={OBSM_KEY: lat.loc[X.index, zcols].to_numpy(dtype=np.float32)},
+            obsm={OBSM_KEY: lat.loc[samples_index, zcols].to_numpy(dtype=np.float32)},
             uns=uns,
         )
+        del X
+        if features is not None:
+            _add_input_layer(tmp, features, samples_index, genes_index)
     log.info(
-        "wrote %s: %d obs x %d var, obsm['%s'] with %d dimensions",
-        out_h5ad, X.shape[0], X.shape[1], OBSM_KEY, len(zcols),
+        "wrote %s: %d obs x %d var, obsm['%s'] with %d dimensions%s",
+        out_h5ad, len(samples_index), len(genes_index), OBSM_KEY, len(zcols),
+        "" if modelled is None else f", layers['{INPUT_LAYER}'] with {len(modelled)} modelled genes",
     )
+
+
+def _matrix_genes(path):
+    """The gene (column) names of a matrix written by :func:`genovae.io.write_matrix`, without its values."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    index_cols = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    return pd.Index([n for n in schema.names if n not in index_cols], dtype=object).astype(str)
+
+
+def _add_input_layer(path, features, samples_index, genes_index):
+    """layers["genovae_input"]: features.parquet's values at their genes' positions, NaN elsewhere."""
+    index, names, values = io.read_matrix_values(features)
+    rows = index.get_indexer(samples_index)
+    if (rows < 0).any():
+        lacking = list(samples_index[rows < 0][:3])
+        raise ValueError(f"{features} lacks {int((rows < 0).sum())} samples of the matrix, e.g. {lacking}")
+    add_layer(path, INPUT_LAYER, values, rows=rows, columns=genes_index.get_indexer(names))

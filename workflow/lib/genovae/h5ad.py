@@ -7,7 +7,12 @@ h5py, so that the workflow does not depend on the ``anndata`` package (whose
 releases pin ``pandas<3``). Supported elements: dense arrays, CSR/CSC sparse
 matrices, dataframes (string, numeric, boolean, categorical and nullable
 columns), dicts and scalars. Files written here are read by ``anndata`` and
-``scanpy`` as ordinary AnnData objects.
+``scanpy`` as ordinary AnnData objects: numeric and boolean columns are written
+as anndata does (``array``, or ``nullable-integer``/``nullable-boolean`` where
+values are missing), text columns as categoricals.
+
+Dense matrices (``X``, layers) are written a block of rows at a time, so that
+writing one costs a block, not a C-ordered copy of the whole matrix.
 
 Every problem with a file is raised as :class:`~genovae.errors.InputError`
 naming the file.
@@ -26,8 +31,12 @@ STRING_ARRAY = ("string-array", "0.2.0")
 DICT = ("dict", "0.1.0")
 DATAFRAME = ("dataframe", "0.2.0")
 CATEGORICAL = ("categorical", "0.2.0")
+NULLABLE_INTEGER = ("nullable-integer", "0.1.0")
+NULLABLE_BOOLEAN = ("nullable-boolean", "0.1.0")
 NUMERIC_SCALAR = ("numeric-scalar", "0.2.0")
 STRING = ("string", "0.2.0")
+#: values per block when a dense matrix is written (rows x columns); 4M float32 = 16 MB
+BLOCK_VALUES = 1 << 22
 
 
 # ----------------------------------------------------------------- reading
@@ -168,8 +177,19 @@ def _write_strings(parent, key, values, kind=STRING_ARRAY):
     return ds
 
 
+def _block_rows(n_cols):
+    return max(1, BLOCK_VALUES // max(1, n_cols))
+
+
 def _write_array(parent, key, values):
-    ds = parent.create_dataset(key, data=np.asarray(values))
+    values = np.asarray(values)
+    if values.ndim != 2:
+        ds = parent.create_dataset(key, data=values)
+    else:  # a block of rows at a time: h5py would copy a column-major matrix to C order whole
+        ds = parent.create_dataset(key, shape=values.shape, dtype=values.dtype)
+        step = _block_rows(values.shape[1])
+        for i in range(0, values.shape[0], step):
+            ds[i : i + step] = values[i : i + step]
     _encode(ds, ARRAY)
     return ds
 
@@ -178,6 +198,34 @@ def _is_text(series):
     return not (
         pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
     ) or isinstance(series.dtype, pd.CategoricalDtype)
+
+
+def _write_nullable(parent, key, array, kind, dtype):
+    """A pandas masked array (Int64, boolean) as anndata writes it: values (missing as 0) and mask."""
+    sub = parent.create_group(key)
+    _encode(sub, kind)
+    _write_array(sub, "values", array.to_numpy(dtype=dtype, na_value=0))
+    _write_array(sub, "mask", np.asarray(array.isna(), dtype=bool))
+
+
+def _write_numeric(parent, key, series):
+    """A numeric or boolean column: ``array`` of its own dtype, or a nullable encoding with missing values."""
+    array = series.array
+    if isinstance(array, pd.arrays.BooleanArray):
+        if array.isna().any():
+            return _write_nullable(parent, key, array, NULLABLE_BOOLEAN, bool)
+        return _write_array(parent, key, array.to_numpy(dtype=bool))
+    if isinstance(array, pd.arrays.IntegerArray):
+        if array.isna().any():
+            return _write_nullable(parent, key, array, NULLABLE_INTEGER, array.dtype.numpy_dtype)
+        return _write_array(parent, key, array.to_numpy(dtype=array.dtype.numpy_dtype))
+    if pd.api.types.is_bool_dtype(series):
+        return _write_array(parent, key, series.to_numpy(dtype=bool))
+    dtype = np.dtype(getattr(series.dtype, "numpy_dtype", series.dtype))
+    if dtype.kind in "iu":
+        return _write_array(parent, key, series.to_numpy(dtype=dtype))
+    dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    return _write_array(parent, key, series.to_numpy(dtype=dtype, na_value=np.nan))
 
 
 def write_dataframe(parent, key, df):
@@ -208,10 +256,8 @@ def write_dataframe(parent, key, df):
             sub.attrs["ordered"] = False
             _write_array(sub, "codes", codes)
             _write_strings(sub, "categories", cats)
-        elif pd.api.types.is_bool_dtype(series):
-            _write_array(group, name, series.to_numpy(dtype=bool))
         else:
-            _write_array(group, name, series.to_numpy(dtype=np.float64))
+            _write_numeric(group, name, series)
     return group
 
 
@@ -258,8 +304,12 @@ def write_dict(parent, key, mapping):
     return group
 
 
-def write_h5ad(path, *, X, obs, var, obsm=None, uns=None):
-    """Write an AnnData file: dense ``X`` (obs x var), obs/var dataframes, obsm arrays, uns dict."""
+def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None):
+    """Write an AnnData file: dense ``X`` (obs x var), obs/var dataframes, obsm arrays, layers, uns dict.
+
+    ``layers`` maps names to dense arrays of X's shape; :func:`add_layer` adds one
+    to a written file from a subset of the genes.
+    """
     X = np.asarray(X)
     if X.shape != (len(obs), len(var)):
         raise ValueError(f"X has shape {X.shape}, obs x var is {len(obs)} x {len(var)}")
@@ -275,6 +325,46 @@ def write_h5ad(path, *, X, obs, var, obsm=None, uns=None):
             if values.shape[0] != len(obs):
                 raise ValueError(f"obsm['{key}'] has {values.shape[0]} rows, obs has {len(obs)}")
             _write_array(group, key, values)
-        for key in ("layers", "obsp", "varm", "varp"):
+        group = fh.create_group("layers")
+        _encode(group, DICT)
+        for key, values in (layers or {}).items():
+            values = np.asarray(values)
+            if values.shape != X.shape:
+                raise ValueError(f"layers['{key}'] has shape {values.shape}, X has {X.shape}")
+            _write_array(group, key, values)
+        for key in ("obsp", "varp", "varm"):
             _encode(fh.create_group(key), DICT)
         write_dict(fh, "uns", uns or {})
+
+
+def add_layer(path, key, values, rows=None, columns=None, fill=np.nan):
+    """Add ``layers/<key>`` to a written .h5ad from the values of some of its genes.
+
+    ``values`` is a (samples x genes) array; ``rows[i]`` is the row of ``values``
+    holding obs ``i`` (default: the same order) and ``columns[j]`` the var
+    position of column ``j`` of ``values`` (default: all genes, in order). Genes
+    not among ``columns`` get ``fill`` (NaN). The layer has ``values``' float
+    dtype and is written a block of rows at a time: it costs a block of memory,
+    not a second matrix.
+    """
+    values = np.asarray(values)
+    dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)
+    with h5py.File(path, "r+") as fh:
+        n_obs, n_var = len(fh["obs/_index"]), len(fh["var/_index"])
+        rows = np.arange(n_obs) if rows is None else np.asarray(rows, dtype=np.intp)
+        columns = np.arange(n_var) if columns is None else np.asarray(columns, dtype=np.intp)
+        if len(rows) != n_obs or (len(rows) and (rows.min() < 0 or rows.max() >= values.shape[0])):
+            raise ValueError(f"layers['{key}']: rows must give one row of values (of {values.shape[0]}) "
+                             f"for each of the {n_obs} obs")
+        if len(columns) != values.shape[1] or (len(columns) and (columns.min() < 0 or columns.max() >= n_var)):
+            raise ValueError(f"layers['{key}']: columns must give a var position (< {n_var}) "
+                             f"for each of the {values.shape[1]} columns of values")
+        group = fh.require_group("layers")
+        _encode(group, DICT)
+        ds = group.create_dataset(key, shape=(n_obs, n_var), dtype=dtype)
+        _encode(ds, ARRAY)
+        step = _block_rows(n_var)
+        for i in range(0, n_obs, step):
+            block = np.full((len(rows[i : i + step]), n_var), fill, dtype=dtype)
+            block[:, columns] = values[rows[i : i + step]]
+            ds[i : i + step] = block
