@@ -2,13 +2,17 @@
 #
 #   collect -> preprocess -> train (round r) -> evaluate -> decide (checkpoint)
 #     -> [retrain until the threshold is met or max_rounds] -> select_model
-#     -> apply_model -> plots -> summarize -> report, export_h5ad (latent.h5ad)
+#     -> apply_model -> plots -> summarize (verdict) -> overview, report, export_h5ad
 #   apply_new (on demand): a new cohort through the saved transform and model
 #
 # Read the stages in workflow/rules/; the logic lives in workflow/lib/genovae/.
 
 
-configfile: "config/config.yaml"
+# The demo's config applies only when no --configfile is given: a user's config
+# stands alone (every key it leaves out takes the schema's default, never the demo's).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -21,9 +25,10 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/apply_new.smk"
+include: "workflow/rules/overview.smk"
 
 
-report: "workflow/report/workflow.rst"
+report: landing_page()
 
 
 rule all:
@@ -33,7 +38,4 @@ rule all:
 
 
 onsuccess:
-    print(
-        f"\ngenovae: run '{config['run']}' finished; results in {R}/ (start with {R}/summary.json).\n"
-        f"HTML report: snakemake --report {R}/report.html\n"
-    )
+    print(end_of_run_message())

@@ -13,6 +13,7 @@ min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
 from genovae.config import coerce_types  # noqa: E402
+from genovae.io import sha256sum  # noqa: E402
 from genovae.rounds import loop_continues, round_settings  # noqa: E402
 from genovae.sources import (  # noqa: E402
     carries_sample_sheet,
@@ -164,6 +165,10 @@ def loop_histories(wildcards):
     return [d.replace("decision.json", "history.tsv") for d in loop_decisions(wildcards)]
 
 
+def loop_metrics(wildcards):
+    return [d.replace("decision.json", "metrics.json") for d in loop_decisions(wildcards)]
+
+
 # ----------------------------------------------------------------- params
 def collect_params():
     return {
@@ -286,20 +291,42 @@ def train_gpu_model():
 NEW = config["new_data"]["name"]
 
 
+def new_data_location():
+    new = config["new_data"]
+    if new["geo"] and new["expression"]:
+        config_error("new_data.geo", "set new_data.geo or new_data.expression, not both")
+    return geo_series_url(new["geo"]) if new["geo"] else new["expression"]
+
+
 def new_data_inputs(wildcards):
     new = config["new_data"]
-    if not new["expression"]:
+    location = new_data_location()
+    if not location:
         config_error("new_data.expression", "set it to the new cohort's matrix to run apply_new")
     return {
-        "expression": new["expression"],
-        **({"samples": new["samples"]} if new["samples"] else {}),
+        "expression": input_file(location),
+        **({"samples": input_file(new["samples"])} if new["samples"] else {}),
     }
 
 
-def new_data_params():
+def new_data_params(wildcards):
+    """The new cohort's settings and the run's saved model, used as they are.
+
+    The model and transform are params, not inputs: apply_new never re-runs decide,
+    select_model or training (e.g. after a threshold change), it applies what the run
+    selected. The model's checksum makes apply_new rerun when the run's model changes.
+    """
+    new = config["new_data"]
+    model = f"{R}/model/model.pt"
     return {
-        "orientation": config["new_data"]["orientation"],
-        "value_type": value_type(),
+        "model": model,
+        "transform": f"{R}/preprocess/transform.json",
+        "model_sha256": sha256sum(model) if Path(model).is_file() else None,
+        "orientation": new["orientation"],
+        "format": resolve_format(new["format"], new_data_location(), new["geo"]),
+        "layer": new["layer"],
+        "sha256": expected_sha256(new["sha256"]),
+        "origins": {"expression": new_data_location(), "samples": new["samples"]},
         **pseudonym_params(new_cohort=NEW),
     }
 
@@ -310,6 +337,8 @@ def truth_file():
 
 def final_outputs():
     return [
+        f"{R}/config.yaml",
+        f"{R}/overview.html",
         f"{R}/summary.json",
         f"{R}/latent.tsv",
         f"{R}/reconstruction_error.tsv",
@@ -318,3 +347,22 @@ def final_outputs():
         f"{R}/provenance.json",
         f"{R}/latent.h5ad",
     ]
+
+
+def end_of_run_message():
+    """The verdict, the warnings and the next commands (with the run's own config)."""
+    from genovae.verdict import end_of_run_text
+
+    summary = Path(f"{R}/summary.json")
+    if not summary.is_file():
+        return f"\ngenovae: run '{config['run']}': no summary yet ({summary} is missing).\n"
+    with open(summary) as fh:
+        text = end_of_run_text(json.load(fh), R, f"{R}/config.yaml")
+    return f"\n{text}\n"
+
+
+def landing_page():
+    """The report's landing page: the verdict once the run has one, else a note saying it is missing."""
+    if Path(f"{R}/report/landing.html").is_file():
+        return "workflow/report/workflow.rst"
+    return "workflow/report/workflow_unfinished.rst"

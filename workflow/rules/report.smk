@@ -54,6 +54,7 @@ rule summarize:
         transform=f"{R}/preprocess/transform.json",
         selection=f"{R}/model/selection.json",
         test=f"{R}/model/test_metrics.json",
+        round_metrics=loop_metrics,
         risk=f"{R}/risk_genes.tsv",
         truth=truth_file(),
         synthetic=synthetic_metrics(),
@@ -71,6 +72,8 @@ rule summarize:
         "../../envs/model.yaml"
     params:
         run=config["run"],
+        latent_dim=config["model"]["latent_dim"],
+        condition=config["analysis"]["condition"],
     script:
         "../scripts/summarize.py"
 

@@ -59,3 +59,19 @@ def coerce_types(value, schema):
         if types and types != ["string"]:
             return _parse_scalar(value, types)
     return value
+
+
+def write_run_config(config, out):
+    """The config a run used, every default filled in, as YAML (``results/{run}/config.yaml``).
+
+    Passed back with ``--configfile``, it rebuilds exactly this run: hints and docs point at it
+    so that a report or ``apply_new`` never picks up another run's (e.g. the demo's) settings.
+    """
+    from . import io
+
+    text = (
+        "# The config this run used (defaults filled in), written by genovae.\n"
+        "# Reuse it: snakemake --configfile <this file> ...\n"
+        + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+    )
+    io.write_text(out, text)

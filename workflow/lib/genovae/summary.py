@@ -5,12 +5,33 @@ from __future__ import annotations
 import pandas as pd
 
 from . import io
+from .evaluate import METRICS
 from .risk import ranking_metrics
+from .verdict import build_verdict
 
 HEADLINE = ("recon_mse", "r2", "loss", "kl", "active_units", "pca_recon_mse", "mse_ratio_pca")
 
 
-def summarize(*, run, manifest, split, transform, selection, test, risk, truth, out_summary, synthetic=None):
+def summarize(
+    *,
+    run,
+    manifest,
+    split,
+    transform,
+    selection,
+    test,
+    risk,
+    truth,
+    out_summary,
+    round_metrics=(),
+    latent_dim=None,
+    condition="condition",
+    synthetic=None,
+):
+    """summary.json, with the verdict (genovae.verdict) and every warning of the run in one list.
+
+    ``round_metrics``: the metrics.json of every round run (the selected one is used).
+    """
     man = io.read_json(manifest)
     sel = io.read_json(selection)
     met = io.read_json(test)
@@ -44,6 +65,18 @@ def summarize(*, run, manifest, split, transform, selection, test, risk, truth, 
     }
     if summary["privacy"]["dp"].get("stop_reason"):
         summary["loop_stop_reason"] = summary["privacy"]["dp"]["stop_reason"]
+    by_round = {int(m["round"]): m for m in map(io.read_json, round_metrics)}
+    summary["verdict"] = build_verdict(
+        selection=sel,
+        test_metrics=met,
+        round_metrics=by_round.get(int(sel["selected_round"]), {}),
+        latent_dim=int(latent_dim if latent_dim is not None else len(met.get("val_kl_per_dim", []))),
+        condition=condition,
+        direction=METRICS.get(sel["metric"], "min"),
+        stop_reason=summary.get("loop_stop_reason"),
+    )
+    # one list of everything a user should know: data warnings from collect, then the verdict's
+    summary["warnings"] = summary["warnings"] + summary["verdict"]["warnings"]
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
