@@ -177,3 +177,41 @@ def test_apply_new_encodes_without_retraining(rerun_dir):
     assert proc.returncode != 0
     assert "few_genes.tsv" in proc.stderr and "genes of the trained model are missing" in proc.stderr
     assert not (rerun_dir / R / "new/few/latent.tsv").exists()
+
+
+def test_apply_new_never_redecides_and_reads_every_format(rerun_dir):
+    """A changed threshold does not make apply_new re-decide or re-select (the run's other results
+    would go stale); new_data takes the formats of data (here an .h5ad, genes x samples TSV)."""
+    from genovae.h5ad import write_h5ad
+
+    src = pd.read_csv(rerun_dir / "resources/khan_srbct/expression.tsv.gz", sep="\t", index_col=0)
+    new = src.iloc[:6].rename(index=lambda s: f"new_{s}")
+    write_h5ad(rerun_dir / "new.h5ad", X=new.to_numpy(dtype="float32"),
+               obs=pd.DataFrame({"site": ["a", "b"] * 3}, index=new.index),
+               var=pd.DataFrame(index=new.columns))
+    new.T.to_csv(rerun_dir / "new_t.tsv", sep="\t")
+    change(rerun_dir, retrain={"threshold": 0.5})  # the run's decisions are now stale
+    selection = (rerun_dir / R / "model/selection.json").read_bytes()
+    over = "new_data={expression: new.h5ad, name: h5}"
+    assert planned_jobs(rerun_dir, "apply_new", "--config", over) == {"apply_new": 1}
+    run_snakemake(rerun_dir, "apply_new", "--config", over)
+    assert (rerun_dir / R / "model/selection.json").read_bytes() == selection
+    manifest = json.loads((rerun_dir / R / "new/h5/manifest.json").read_text())
+    assert manifest["format"] == "h5ad" and manifest["n_samples"] == 6
+    h5 = pd.read_csv(rerun_dir / R / "new/h5/latent.tsv", sep="\t")
+    assert list(h5["site"]) == ["a", "b"] * 3  # the sheet the .h5ad carries is kept
+    run_snakemake(rerun_dir, "apply_new", "--config",
+                  "new_data={expression: new_t.tsv, orientation: genes_by_samples, name: t}")
+    t = pd.read_csv(rerun_dir / R / "new/t/latent.tsv", sep="\t").filter(regex=r"^z")
+    assert (h5.filter(regex=r"^z").to_numpy() - t.to_numpy()).max() < 1e-6  # same values, same latent means
+
+
+def test_apply_new_without_a_finished_run_says_so(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    write_config(wd, tiny_file_config(wd))
+    pd.read_csv(wd / "resources/khan_srbct/expression.tsv.gz", sep="\t", index_col=0).iloc[:4].to_csv(
+        wd / "new.tsv", sep="\t")
+    proc = run_snakemake(wd, "apply_new", "--config", "new_data={expression: new.tsv}", check=False)
+    assert proc.returncode != 0
+    assert "trained model is missing" in proc.stderr and "model.pt" in proc.stderr
+    assert not (wd / R / "new/new/latent.tsv").exists()

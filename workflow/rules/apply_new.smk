@@ -1,12 +1,12 @@
-# Re-apply the trained model to a new cohort without retraining:
-#   snakemake apply_new --cores 1 --config new_data='{expression: path/to/new.tsv}'
+# Apply a finished run's saved model to a new cohort, without retraining or
+# re-deciding (the model and transform are params, not inputs):
+#   snakemake apply_new --cores 1 --configfile results/{run}/config.yaml \
+#       --config new_data='{expression: path/to/new.tsv, name: batch2}'
 
 
 rule apply_new:
     input:
         unpack(new_data_inputs),
-        model=f"{R}/model/model.pt",
-        transform=f"{R}/preprocess/transform.json",
     output:
         latent=f"{R}/new/{NEW}/latent.tsv",
         errors=f"{R}/new/{NEW}/reconstruction_error.tsv",
@@ -19,6 +19,6 @@ rule apply_new:
         "../../envs/model.yaml"
     threads: config["train"]["threads"]
     params:
-        new_data=new_data_params(),
+        new_data=new_data_params,
     script:
         "../scripts/apply_new.py"

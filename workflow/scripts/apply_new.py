@@ -7,8 +7,6 @@ from genovae.apply import apply_new_data
 
 def step(sm, _log):
     apply_new_data(
-        model=sm.input.model,
-        transform=sm.input.transform,
         expression=sm.input.expression,
         samples=sm.input.get("samples"),
         out_latent=sm.output.latent,

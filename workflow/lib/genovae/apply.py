@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -122,7 +124,11 @@ def apply_new_data(
     expression,
     samples=None,
     orientation="samples_by_genes",
-    value_type="log",
+    format="auto",
+    layer=None,
+    sha256=None,
+    origins=None,
+    model_sha256=None,
     out_latent,
     out_errors,
     out_manifest,
@@ -131,25 +137,42 @@ def apply_new_data(
 ):
     """Encode a new cohort with the saved transform and model, without retraining.
 
-    The new matrix goes through the same checks as collect; it must contain every
-    gene the model was trained on (extra genes are ignored), else the run stops
-    with an error naming the file and the missing genes.
+    The new data may come in every format ``data`` accepts (tables, GEO series matrix,
+    featureCounts, Salmon, .h5ad; a downloaded URL) and goes through the same checks as
+    collect, with the value type the model was trained on. It must contain every gene the
+    model was trained on (extra genes are ignored), else the run stops with an error naming
+    the file and the missing genes. ``model`` and ``transform`` are the run's saved files,
+    used as they are (``model_sha256``, when given, must still match: the model has not
+    changed since the job was planned).
     """
     import torch
 
     from . import io
-    from .collect import check_values, read_expression, read_samples
+    from .collect import check_values, read_inputs
     from .dataset import Cohort
     from .errors import InputError
     from .model import load_model
     from .preprocess import Transform
     from .pseudonym import apply_to_cohort
 
+    for path, what in ((model, "trained model"), (transform, "fitted transform")):
+        if not os.path.isfile(path):
+            raise InputError(
+                path,
+                f"the run's {what} is missing: apply_new applies a finished run's saved model; "
+                "run the workflow with the same --configfile first",
+            )
+    if model_sha256 and io.sha256sum(model) != model_sha256:
+        raise InputError(model, "the model changed while apply_new was planned; run apply_new again")
     torch.set_num_threads(int(threads))
     vae, blob = load_model(model)
     t = Transform.load(transform)
-    raw = read_expression(expression, orientation)
-    check_values(raw, value_type, expression)
+    files = {"expression": expression, "samples": samples}
+    raw, sheet, sheet_path, source, fmt, notes, expected = read_inputs(
+        files, orientation=orientation, value_type=t.value_type, format=format, layer=layer, sha256=sha256,
+        origins=origins, section="new_data",
+    )
+    check_values(raw, t.value_type, expression)
     missing = [g for g in t.genes if g not in raw.columns]
     if missing:
         raise InputError(
@@ -157,12 +180,13 @@ def apply_new_data(
             f"{len(missing)} of the {len(t.genes)} genes of the trained model are missing "
             f"(e.g. {', '.join(missing[:5])}); the new data must measure every model gene",
         )
-    sheet = None
-    if samples:
-        sheet = read_samples(samples)
+    if sheet is not None:
         unknown = [s for s in raw.index if s not in sheet.index]
         if unknown:
-            raise InputError(samples, f"{len(unknown)} sample(s) of {expression} are not listed, e.g. {unknown[:5]}")
+            raise InputError(
+                sheet_path, f"{len(unknown)} sample(s) of {expression} are not listed, e.g. {unknown[:5]}"
+            )
+        sheet = sheet.loc[raw.index]
     # privacy.pseudonymize: keyed pseudonyms (same key as the training cohort) before anything is written
     raw, sheet, _, _, pseudonymized = apply_to_cohort(raw, sheet, privacy)
     x = np.ascontiguousarray(t.apply(raw).to_numpy(dtype=np.float32))
@@ -185,13 +209,19 @@ def apply_new_data(
         extra = sheet.drop(columns=["sample_id"], errors="ignore").loc[raw.index].reset_index(drop=True)
         latent = pd.concat([latent.iloc[:, :1], extra, latent.iloc[:, 1:]], axis=1)
         errors = pd.concat([errors.iloc[:, :1], extra, errors.iloc[:, 1:]], axis=1)
+    origins = origins or {}
     manifest = {
         "model": str(model),
+        "model_sha256": io.sha256sum(model),
         "model_round": blob["round"],
         "transform": str(transform),
+        "format": fmt,
+        "notes": notes,
         "inputs": [
-            {"role": "expression", "path": str(expression), "sha256": io.sha256sum(expression)},
-            *([{"role": "samples", "path": str(samples), "sha256": io.sha256sum(samples)}] if samples else []),
+            {"role": "expression", "path": str(expression), "sha256": io.sha256sum(expression),
+             **({"origin": origins["expression"]} if origins.get("expression") else {})},
+            *([{"role": "samples", "path": str(samples), "sha256": io.sha256sum(samples),
+                **({"origin": origins["samples"]} if origins.get("samples") else {})}] if samples else []),
         ],
         "n_samples": int(len(raw)),
         "genes_used": len(t.genes),

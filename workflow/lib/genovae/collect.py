@@ -438,37 +438,14 @@ def collect(
     log message or output names a sample (see :mod:`genovae.pseudonym`).
     """
     split = split or {"train": 0.7, "val": 0.15, "test": 0.15}
-    origins = {k: v for k, v in (origins or {}).items() if v}
-    warnings, notes = [], []
+    warnings = []
     files = {"expression": expression, "samples": samples, "genes": genes}
-    expected = sources.expected_sha256(sha256)
-    _verify_checksums(files, expected, origins)
-    io._check_readable(expression)
-    fmt = sources.detect_format(expression, format)
-    if layer is not None and fmt != "h5ad":
-        raise ConfigError("data.layer", f"only applies to .h5ad input; {expression} is read as '{fmt}'")
-    if fmt == "featurecounts" and value_type != "counts":
-        raise ConfigError(
-            "data.value_type",
-            f"{expression} is a featureCounts table of raw counts: set data.value_type: counts",
-        )
-    if fmt == "table":
-        raw = read_expression(expression, orientation)
-        source = sources.Source(values=raw, parser=_parser(expression), layout=orientation)
-    else:
-        source = sources.read_source(expression, fmt, layer)
-        notes.extend(source.notes)
-        raw = _to_numeric(source.values, expression)
-        if source.layout == "genes_by_samples":
-            raw = raw.T
-        if source.round_counts and value_type == "counts":
-            raw = sources.round_estimated_counts(raw, expression, notes)
+    raw, sheet, sheet_path, source, fmt, notes, expected = read_inputs(
+        files, orientation=orientation, value_type=value_type, sample_id_column=sample_id_column,
+        format=format, layer=layer, sha256=sha256, origins=origins,
+    )
     shape_before = list(raw.shape)
-    if samples:
-        sheet, sheet_path = read_samples(samples, sample_id_column), samples
-    elif source.sheet is not None:
-        sheet, sheet_path = source.sheet, expression
-    else:
+    if sheet is None:
         raise ConfigError(
             "data.samples",
             f"is required: {expression} (read as '{fmt}') carries no sample sheet",
@@ -490,6 +467,7 @@ def collect(
         annotation.index.name = "gene"
     else:
         annotation = pd.DataFrame(index=pd.Index(matrix.columns, name="gene"))
+    origins = {k: v for k, v in (origins or {}).items() if v}
     inputs = [_describe(expression, "expression", source.parser, origins, expected)]
     if samples:
         inputs.append(_describe(samples, "samples", _parser(samples), origins, expected))
@@ -510,6 +488,62 @@ def collect(
     write_outputs(matrix, sheet, annotation, manifest, out_matrix, out_samples, out_genes, out_manifest)
     log.info("collected %d samples x %d genes from %s (%s)", *matrix.shape, expression, source.parser)
     return manifest
+
+
+def read_inputs(
+    files,
+    *,
+    orientation="samples_by_genes",
+    value_type="log",
+    sample_id_column="sample_id",
+    format="auto",
+    layer=None,
+    sha256=None,
+    origins=None,
+    section="data",
+):
+    """Read an expression file (any format) and its sample sheet: what collect and apply_new share.
+
+    ``files``: {"expression": path, "samples": path or None, ...}; every file named there is
+    checked against ``sha256`` before anything is read. Returns ``(raw, sheet, sheet_path,
+    source, fmt, notes, expected)``: ``raw`` the samples x genes numeric matrix (not yet
+    matched to the sheet), ``sheet`` the sample sheet (``files["samples"]``, else the one the
+    file carries, else None). Config errors name keys of ``section`` (data or new_data).
+    """
+    expression, samples = files["expression"], files.get("samples")
+    origins = {k: v for k, v in (origins or {}).items() if v}
+    notes = []
+    expected = sources.expected_sha256(sha256)
+    _verify_checksums(files, expected, origins)
+    io._check_readable(expression)
+    fmt = sources.detect_format(expression, format)
+    if layer is not None and fmt != "h5ad":
+        raise ConfigError(f"{section}.layer", f"only applies to .h5ad input; {expression} is read as '{fmt}'")
+    if fmt == "featurecounts" and value_type != "counts":
+        raise ConfigError(
+            "data.value_type",
+            f"{expression} is a featureCounts table of raw counts: set data.value_type: counts",
+        )
+    if fmt == "table":
+        raw = read_expression(expression, orientation)
+        source = sources.Source(values=raw, parser=_parser(expression), layout=orientation)
+    else:
+        source = sources.read_source(expression, fmt, layer)
+        notes.extend(source.notes)
+        raw = _to_numeric(source.values, expression)
+        if source.layout == "genes_by_samples":
+            raw = raw.T
+        if source.round_counts and value_type == "counts":
+            raw = sources.round_estimated_counts(raw, expression, notes)
+    if samples:
+        sheet, sheet_path = read_samples(samples, sample_id_column), samples
+    elif source.sheet is not None:
+        sheet, sheet_path = source.sheet, expression
+    else:
+        sheet, sheet_path = None, None
+    if sheet is not None:
+        raw = _restore_file_names(raw, sheet, source.renamed)
+    return raw, sheet, sheet_path, source, fmt, notes, expected
 
 
 def _verify_checksums(files, expected, origins):
