@@ -54,6 +54,7 @@ rule summarize:
         transform=f"{R}/preprocess/transform.json",
         selection=f"{R}/model/selection.json",
         test=f"{R}/model/test_metrics.json",
+        decisions=loop_decisions,  # re-evaluated after each checkpoint, like plots
         round_metrics=loop_metrics,
         risk=f"{R}/risk_genes.tsv",
         truth=truth_file(),
