@@ -327,26 +327,6 @@ def control_not_in_condition(d):
     d.kwargs.update(case="A", control="Y")
 
 
-@case("config:analysis.case", "set both")
-def only_case_set(d):
-    d.kwargs.update(case="A", control=None)
-
-
-@case("config:analysis.case", "set both")
-def only_control_set(d):
-    d.kwargs.update(case=None, control="B")
-
-
-@case("config:data.orientation", "must be one of")
-def unknown_orientation(d):
-    d.kwargs["orientation"] = "rows_are_samples"
-
-
-@case("config:data.value_type", "must be one of")
-def unknown_value_type(d):
-    d.kwargs["value_type"] = "raw"
-
-
 @case("expression", "no samples or no genes are left", "all-zero")
 def everything_zero(d):
     d.write_matrix(d.matrix * 0)
@@ -373,7 +353,7 @@ def test_malformed_input_is_refused(inputs, name):
     if culprit.startswith("config:"):
         key = culprit.split(":", 1)[1]
         assert isinstance(info.value, ConfigError), message
-        assert message.startswith(f"config '{key}':"), message
+        assert message.startswith(f"config error: '{key}':"), message
     else:
         path = getattr(inputs, culprit)
         assert isinstance(info.value, InputError), message

@@ -12,9 +12,10 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
-from genovae.config import coerce_types  # noqa: E402
+from genovae.errors import GenovaeError  # noqa: E402
 from genovae.io import sha256sum  # noqa: E402
-from genovae.rounds import loop_continues, round_settings  # noqa: E402
+from genovae.rounds import loop_continues  # noqa: E402
+from genovae.settings import load_settings  # noqa: E402
 from genovae.sources import (  # noqa: E402
     carries_sample_sheet,
     expected_sha256,
@@ -23,48 +24,21 @@ from genovae.sources import (  # noqa: E402
     resolve_format,
 )
 
-# nested --config overrides arrive as strings: type them by the schema, then validate
-with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as fh:
-    config.update(coerce_types(config, yaml.safe_load(fh)))
-validate(config, "../schemas/config.schema.yaml")
-
-R = f"results/{config['run']}"
-SIMULATE = config["data"]["source"] == "simulate"
-
 
 def config_error(key, problem):
     raise WorkflowError(f"genovae config error: '{key}': {problem}")
 
 
-def check_config():
-    data, model, pre = config["data"], config["model"], config["preprocess"]
-    if not SIMULATE:
-        if data["geo"] and data["expression"]:
-            config_error("data.geo", "set data.geo or data.expression, not both")
-        if not (data["expression"] or data["geo"]):
-            config_error("data.expression", "is required when data.source is 'file' (or data.geo)")
-        if not data["samples"] and not carries_sample_sheet(expression_format()):
-            config_error(
-                "data.samples",
-                "is required unless the expression file carries a sample sheet "
-                "(GEO series matrix, .h5ad; else set data.format)",
-            )
-    elif config["analysis"]["condition"] != "condition":
-        config_error("analysis.condition", "simulated cohorts label samples in column 'condition'")
-    if model["likelihood"] == "nb" and value_type() != "counts":
-        config_error("model.likelihood", "'nb' models raw counts: set data.value_type: counts")
-    if model["likelihood"] == "bernoulli" and pre["scaling"] != "minmax":
-        config_error(
-            "model.likelihood",
-            "'bernoulli' needs values in [0, 1]: set preprocess.scaling: minmax",
-        )
-    split = pre["split"]
-    total = split["train"] + split["val"] + split["test"]
-    if abs(total - 1.0) > 1e-6:
-        config_error("preprocess.split", f"train + val + test must be 1, not {total:g}")
-    case, control = config["analysis"]["case"], config["analysis"]["control"]
-    if (case is None) != (control is None):
-        config_error("analysis.case", "set both case and control, or neither")
+# Every default, type and cross-key check of the config lives in genovae.settings.
+# S holds one typed section per config section; config gets the defaults filled in.
+try:
+    S = load_settings(config)
+except GenovaeError as exc:
+    raise WorkflowError(f"genovae {exc}")
+config.update(S.config)
+
+R = S.results
+SIMULATE = S.simulate_source
 
 
 def validate_sample_sheet():
@@ -85,10 +59,6 @@ def validate_sample_sheet():
         validate(sheet.dropna(subset=["sample_id"]), "../schemas/samples.schema.yaml")
 
 
-def value_type():
-    return "counts" if SIMULATE else config["data"]["value_type"]
-
-
 def expression_location():
     """data.expression, or the NCBI URL of the series matrix of data.geo."""
     data = config["data"]
@@ -100,7 +70,6 @@ def expression_format():
     return resolve_format(data["format"], expression_location(), data["geo"])
 
 
-check_config()
 validate_sample_sheet()
 
 
@@ -178,7 +147,7 @@ def collect_params():
         "sha256": expected_sha256(config["data"]["sha256"]),
         "origins": {} if SIMULATE else origins(),
         "orientation": config["data"]["orientation"],
-        "value_type": value_type(),
+        "value_type": S.value_type,
         "condition": config["analysis"]["condition"],
         "case": config["analysis"]["case"],
         "control": config["analysis"]["control"],
@@ -204,7 +173,7 @@ def preprocess_params():
     pre = config["preprocess"]
     return {
         "condition": config["analysis"]["condition"],
-        "value_type": value_type(),
+        "value_type": S.value_type,
         "log_base": config["data"]["log_base"],
         "split": split_fractions(),
         "seed": pre["split"]["seed"],
@@ -223,30 +192,21 @@ def model_params():
 
 
 def train_params(wildcards):
-    """Training settings of one round (the retrain strategy changes them per round)."""
-    t, rt = config["train"], config["retrain"]
-    settings = round_settings(
-        wildcards.round,
-        epochs=t["epochs"],
-        lr=t["lr"],
-        seed=t["seed"],
-        strategy=rt["strategy"],
-        epochs_factor=rt["epochs_factor"],
-        lr_factor=rt["lr_factor"],
-    )
+    """Training settings of one round (the retrain plan changes them per round)."""
+    t = S.train
     return {
-        **settings,
-        "batch_size": t["batch_size"],
-        "weight_decay": t["weight_decay"],
-        "beta": t["beta"],
-        "kl_warmup_epochs": t["kl_warmup_epochs"],
-        "patience": t["patience"],
-        "device": t["device"],
-        "deterministic": t["deterministic"],
-        "checkpoint_every": t["checkpoint_every"],
+        **S.round_training(wildcards.round),
+        "batch_size": t.batch_size,
+        "weight_decay": t.weight_decay,
+        "beta": t.beta,
+        "kl_warmup_epochs": t.kl_warmup_epochs,
+        "patience": t.patience,
+        "device": t.device,
+        "deterministic": t.deterministic,
+        "checkpoint_every": t.checkpoint_every,
         **dp_train_params(),  # privacy.dp (privacy.smk)
         # only when not float32, so that float32 rounds trained before this key existed are kept
-        **({"precision": str(t["precision"])} if str(t["precision"]) != "32" else {}),
+        **({"precision": str(t.precision)} if str(t.precision) != "32" else {}),
     }
 
 

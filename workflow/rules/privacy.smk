@@ -1,52 +1,15 @@
 # Privacy settings (config section privacy:) and the synthetic cohort (generate:):
-# checks before anything runs, and the params that carry them to the rules. Pseudonymisation happens at the
+# the params that carry them to the rules. Pseudonymisation happens at the
 # source (collect, simulate, apply_new); DP-SGD in train; the privacy budget
 # across retrain rounds in decide (see workflow/lib/genovae/privacy.py).
 import os
 
-from genovae.pseudonym import check_outside_results, key_id, read_key  # noqa: E402
+from genovae.pseudonym import key_id, read_key  # noqa: E402
 
+# the privacy settings' rules (key readable, map outside results/, DP without batch
+# norm, ...) are checked with the rest of the config in genovae.settings
 PRIVACY = config["privacy"]
 DP = PRIVACY["dp"]
-
-
-def check_privacy():
-    """Refuse inconsistent privacy settings with the key's name, before any job runs."""
-    from genovae.errors import GenovaeError
-
-    for key in ("key_file", "map_file"):
-        if PRIVACY[key]:
-            try:
-                check_outside_results(PRIVACY[key], f"privacy.{key}")
-            except GenovaeError as exc:
-                raise WorkflowError(f"genovae config error: {exc}")
-    if PRIVACY["pseudonymize"]:
-        try:
-            read_key(PRIVACY["key_file"], PRIVACY["key_env"])
-        except GenovaeError as exc:
-            raise WorkflowError(f"genovae config error: {exc}")
-    elif PRIVACY["map_file"]:
-        config_error("privacy.map_file", "is only written with privacy.pseudonymize: true")
-    if DP["enabled"]:
-        if config["model"]["batch_norm"]:
-            config_error(
-                "model.batch_norm",
-                "differentially private training (privacy.dp.enabled) needs model.batch_norm: false: "
-                "BatchNorm mixes the samples of a batch, so per-sample gradients are not defined",
-            )
-        if str(config["train"].get("precision", "32")) != "32":
-            config_error(
-                "train.precision", "differentially private training runs in float32: set 32"
-            )
-        total = DP["total_epsilon"]
-        if total is not None and DP["epsilon"] > total:
-            config_error(
-                "privacy.dp.total_epsilon",
-                f"{total:g} is below privacy.dp.epsilon = {DP['epsilon']:g}, the budget of one round",
-            )
-
-
-check_privacy()
 
 
 def pseudonym_params(new_cohort=None):
@@ -100,19 +63,12 @@ def dp_decide_params():
     """{"privacy": ...} for decide with DP on: the budget and how to plan the next round."""
     if not DP["enabled"]:
         return {}
-    t, rt = config["train"], config["retrain"]
     return {
         "privacy": {
             "epsilon": DP["epsilon"],
             "delta": DP["delta"],
             "total_epsilon": DP["total_epsilon"],
-            "max_rounds": rt["max_rounds"],
-            "epochs": t["epochs"],
-            "lr": t["lr"],
-            "seed": t["seed"],
-            "strategy": rt["strategy"],
-            "epochs_factor": rt["epochs_factor"],
-            "lr_factor": rt["lr_factor"],
+            **S.retrain_plan(),  # how the next round would train (its privacy cost)
         }
     }
 

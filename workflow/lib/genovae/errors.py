@@ -26,7 +26,7 @@ class ConfigError(GenovaeError):
     def __init__(self, key, problem):
         self.key = key
         self.problem = problem
-        super().__init__(f"config '{key}': {problem}")
+        super().__init__(f"config error: '{key}': {problem}")
 
 
 class TrainingError(GenovaeError):

@@ -162,8 +162,6 @@ def format_from_name(location):
 
 def resolve_format(fmt="auto", location=None, geo=None):
     """The format as far as the configuration tells (before the file is read)."""
-    if fmt not in FORMATS:
-        raise ConfigError("data.format", f"must be one of {FORMATS}, got {fmt!r}")
     if fmt != "auto":
         return fmt
     if geo:
