@@ -116,3 +116,27 @@ def test_every_key_is_described_and_config_readme_is_generated_from_the_schema()
     for key in ("new_data", "analysis", "privacy"):
         assert f"## `{key}`" in readme
     assert "`labels`" in readme
+
+
+def test_rule_params_come_from_the_settings():
+    s = load_settings({**SIM, "train": {"epochs": 10, "precision": "bf16"}, "analysis": {"labels": ["batch"]},
+                       "retrain": {"metric": "val_r2", "threshold": 0.3}})
+    assert s.train_params(2)["epochs"] == 15 and s.train_params(2)["warm_start"]
+    assert s.train_params(1)["precision"] == "bf16" and "dp" not in s.train_params(1)
+    assert s.decide_params() == {"metric": "val_r2", "threshold": 0.3}
+    assert s.label_params() == {"condition": "condition", "labels": ["batch"]}
+    assert s.collect_params()["simulate"]["n_samples"] == 200 and s.collect_params()["value_type"] == "counts"
+    assert s.preprocess_params()["split"] == {"train": 0.7, "val": 0.15, "test": 0.15}
+    assert s.model_params() == s.config["model"]
+    dp = load_settings({**SIM, "model": {"batch_norm": False}, "privacy": {"dp": {"enabled": True, "seed": 4}}})
+    assert dp.train_params(1)["dp"]["seed"] == 4
+    assert dp.dp_decide_params()["privacy"]["max_rounds"] == dp.retrain.max_rounds
+
+
+def test_new_data_params_use_the_saved_model(tmp_path):
+    s = load_settings({**SIM, "new_data": {"expression": "new.h5ad", "name": "b2"}})
+    model = tmp_path / "model.pt"
+    assert s.new_data_params(str(model), "t.json")["model_sha256"] is None  # not trained yet
+    model.write_bytes(b"weights")
+    p = s.new_data_params(str(model), "t.json")
+    assert p["model_sha256"] and p["format"] == "h5ad" and p["origins"]["expression"] == "new.h5ad"

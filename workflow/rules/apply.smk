@@ -33,9 +33,9 @@ rule apply_model:
         f"{R}/benchmarks/apply_model.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: config["train"]["threads"]
+    threads: S.train.threads
     params:
-        risk=risk_params(),
-        labels=label_params(),
+        risk=S.risk_params(),
+        labels=S.label_params(),
     script:
         "../scripts/apply_model.py"

@@ -17,7 +17,7 @@ rule apply_new:
         f"{R}/benchmarks/apply_new/{NEW}.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: config["train"]["threads"]
+    threads: S.train.threads
     params:
         new_data=new_data_params,
     script:

@@ -15,7 +15,7 @@ if SIMULATE:
         conda:
             "../../envs/data.yaml"
         params:
-            collect=collect_params(),
+            collect=S.collect_params(),
         script:
             "../scripts/simulate.py"
 
@@ -37,6 +37,6 @@ else:
         conda:
             "../../envs/data.yaml"
         params:
-            collect=collect_params(),
+            collect=S.collect_params(),
         script:
             "../scripts/collect.py"

@@ -26,8 +26,8 @@ rule export_h5ad:
     conda:
         "../../envs/data.yaml"
     params:
-        run=config["run"],
-        condition=config["analysis"]["condition"],
-        labels=config["analysis"]["labels"],
+        run=S.run,
+        condition=S.analysis.condition,
+        labels=list(S.analysis.labels),
     script:
         "../scripts/export_h5ad.py"

@@ -27,8 +27,8 @@ rule generate:
         f"{R}/benchmarks/generate.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: config["train"]["threads"]
+    threads: S.train.threads
     params:
-        generate=generate_params(),
+        generate=S.generate_params(),
     script:
         "../scripts/generate.py"

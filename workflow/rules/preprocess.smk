@@ -13,6 +13,6 @@ rule preprocess:
     conda:
         "../../envs/data.yaml"
     params:
-        preprocess=preprocess_params(),
+        preprocess=S.preprocess_params(),
     script:
         "../scripts/preprocess.py"

@@ -41,8 +41,8 @@ rule plots:
     conda:
         "../../envs/report.yaml"
     params:
-        plots=config["plots"],
-        labels=label_params(),
+        plots=S.plots.asdict(),
+        labels=S.label_params(),
     script:
         "../scripts/plots.py"
 
@@ -72,9 +72,9 @@ rule summarize:
     conda:
         "../../envs/model.yaml"
     params:
-        run=config["run"],
-        latent_dim=config["model"]["latent_dim"],
-        condition=config["analysis"]["condition"],
+        run=S.run,
+        latent_dim=S.model.latent_dim,
+        condition=S.analysis.condition,
     script:
         "../scripts/summarize.py"
 

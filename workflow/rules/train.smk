@@ -21,12 +21,12 @@ rule train:
         round=r"\d+",
     conda:
         "../../envs/model.yaml"
-    threads: config["train"]["threads"]
+    threads: S.train.threads
     resources:
         gpu=train_gpus(),
         gpu_model=train_gpu_model(),
     params:
-        model=model_params(),
+        model=S.model_params(),
         train=train_params,
     script:
         "../scripts/train.py"
@@ -51,7 +51,7 @@ rule evaluate:
     conda:
         "../../envs/model.yaml"
     params:
-        labels=label_params(),
+        labels=S.label_params(),
     script:
         "../scripts/evaluate.py"
 
@@ -71,8 +71,8 @@ checkpoint decide:
     conda:
         "../../envs/model.yaml"
     params:
-        **dp_decide_params(),
-        decide=decide_params(),
+        **S.dp_decide_params(),
+        decide=S.decide_params(),
     script:
         "../scripts/decide.py"
 
@@ -97,7 +97,7 @@ rule select_model:
     conda:
         "../../envs/model.yaml"
     params:
-        decide=decide_params(),
-        max_rounds=config["retrain"]["max_rounds"],
+        decide=S.decide_params(),
+        max_rounds=S.retrain.max_rounds,
     script:
         "../scripts/select_model.py"

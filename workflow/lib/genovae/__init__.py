@@ -4,6 +4,10 @@ The Snakemake workflow in this repository calls into this package; every rule's
 script is a thin adapter around one function here. Modules are named after the
 behaviour they own:
 
+- ``settings``: the validated config: schema defaults, types, cross-key checks, one
+  typed section per config section (the Snakefile loads it first).
+- ``config``: typing of ``--config`` strings, the run's saved config.
+- ``runner``: runs a library step as a Snakemake rule (logging, clean errors).
 - ``io``: reading expression matrices and sample sheets, atomic writes.
 - ``collect``: validation of the inputs into one canonical matrix + manifest.
 - ``sources``: input formats (GEO series matrix, featureCounts, Salmon, .h5ad),
@@ -21,7 +25,9 @@ behaviour they own:
 - ``rounds``: retrain strategy and model selection across rounds.
 - ``apply``: latent space, reconstruction errors, held-out test metrics.
 - ``risk``: condition-associated ("risk") gene ranking.
-- ``plots``: figures for the report.
+- ``plots``: figures for the report; ``annotation``: gene names (symbols) for people.
+- ``verdict``: is the selected model good enough, why not, what to try.
+- ``overview``: overview.html and the report's landing page.
 - ``pseudonym``: keyed pseudonyms for sample ids (``privacy.pseudonymize``).
 - ``privacy``: differentially private training (DP-SGD) and its budget across rounds.
 - ``synthetic``: synthetic cohorts from the selected model and their evaluation.

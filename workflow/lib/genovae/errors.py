@@ -3,7 +3,7 @@
 Every problem caused by the user's input or configuration is raised as a
 :class:`GenovaeError` whose message names the file (or config key) and the
 problem in plain words. Rule scripts turn it into a one-paragraph message
-instead of a traceback (see :func:`genovae.cli.run_rule`).
+instead of a traceback (see :func:`genovae.runner.run_rule`).
 """
 
 

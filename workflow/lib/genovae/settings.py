@@ -224,6 +224,177 @@ class Settings:
         return round_settings(round_, **plan)
 
 
+    # -- where the inputs come from
+    def expression_location(self):
+        """data.expression, or the NCBI URL of the series matrix of data.geo."""
+        from .sources import geo_series_url
+
+        d = self.data
+        return geo_series_url(d.geo) if d.geo else d.expression
+
+    def new_data_location(self):
+        from .sources import geo_series_url
+
+        n = self.new_data
+        return geo_series_url(n.geo) if n.geo else n.expression
+
+    # -- the params of each rule: what a job depends on, so that Snakemake reruns it when they change
+    def collect_params(self):
+        from .sources import expected_sha256
+
+        d, a = self.data, self.analysis
+        origins = {} if self.simulate_source else {
+            "expression": self.expression_location(), "samples": d.samples, "genes": d.genes,
+        }
+        return {
+            "source": d.source,
+            "format": d.format,
+            "layer": d.layer,
+            "sha256": expected_sha256(d.sha256),
+            "origins": origins,
+            "orientation": d.orientation,
+            "value_type": self.value_type,
+            "condition": a.condition,
+            "case": a.case,
+            "control": a.control,
+            "split": self.split_fractions(),
+            "simulate": self.simulate.asdict() if self.simulate_source else None,
+            **self.pseudonym_params(),
+        }
+
+    def split_fractions(self):
+        s = self.preprocess.split
+        return {"train": s.train, "val": s.val, "test": s.test}
+
+    def preprocess_params(self):
+        p = self.preprocess
+        return {
+            "condition": self.analysis.condition,
+            "value_type": self.value_type,
+            "log_base": self.data.log_base,
+            "split": self.split_fractions(),
+            "seed": p.split.seed,
+            "library_size_target": p.library_size_target,
+            "intensity_floor": p.intensity_floor,
+            "intensity_ceiling": p.intensity_ceiling,
+            "min_expression": p.min_expression,
+            "min_samples": p.min_samples,
+            "n_top_genes": p.n_top_genes,
+            "scaling": p.scaling,
+        }
+
+    def model_params(self):
+        return self.model.asdict()
+
+    def train_params(self, round_):
+        """Training settings of one round (the retrain plan changes them per round)."""
+        t = self.train
+        return {
+            **self.round_training(round_),
+            "batch_size": t.batch_size,
+            "weight_decay": t.weight_decay,
+            "beta": t.beta,
+            "kl_warmup_epochs": t.kl_warmup_epochs,
+            "patience": t.patience,
+            "device": t.device,
+            "deterministic": t.deterministic,
+            "checkpoint_every": t.checkpoint_every,
+            **self.dp_train_params(),
+            # only when not float32, so that float32 rounds trained before this key existed are kept
+            **({"precision": str(t.precision)} if str(t.precision) != "32" else {}),
+        }
+
+    def decide_params(self):
+        return {"metric": self.retrain.metric, "threshold": self.retrain.threshold}
+
+    def label_params(self):
+        return {"condition": self.analysis.condition, "labels": list(self.analysis.labels)}
+
+    def risk_params(self):
+        a = self.analysis
+        return {"case": a.case, "control": a.control, "latent_fdr": a.latent_fdr}
+
+    def generate_params(self):
+        g = self.generate
+        return {
+            "condition_column": self.analysis.condition,
+            "n_per_condition": g.n_per_condition,
+            "seed": g.seed,
+            "noise": g.noise,
+        }
+
+    def dp_train_params(self):
+        """{"dp": ...} in the train params, only with DP on (non-DP rounds keep their params)."""
+        dp = self.privacy.dp
+        if not dp.enabled:
+            return {}
+        return {"dp": {"epsilon": dp.epsilon, "delta": dp.delta, "max_grad_norm": dp.max_grad_norm, "seed": dp.seed}}
+
+    def dp_decide_params(self):
+        """{"privacy": ...} for decide with DP on: the budget and how the next round would train."""
+        dp = self.privacy.dp
+        if not dp.enabled:
+            return {}
+        return {
+            "privacy": {
+                "epsilon": dp.epsilon,
+                "delta": dp.delta,
+                "total_epsilon": dp.total_epsilon,
+                **self.retrain_plan(),
+            }
+        }
+
+    def pseudonym_params(self, new_cohort=None):
+        """{"privacy": ...} for the rules that read sample ids, only with pseudonymisation on.
+
+        The key itself is never a param (params are recorded by Snakemake): the rule reads it
+        again from the file or environment variable; ``key_id``, a public fingerprint of the key,
+        makes a new key rerun those rules. A new cohort's map (apply_new) goes beside the training
+        cohort's: ids.tsv -> ids.<name>.tsv.
+        """
+        import os
+
+        from .pseudonym import key_id, read_key
+
+        p = self.privacy
+        if not p.pseudonymize:
+            return {}
+        map_file = p.map_file
+        if map_file and new_cohort:
+            root, ext = os.path.splitext(map_file)
+            map_file = f"{root}.{new_cohort}{ext or '.tsv'}"
+        return {
+            "privacy": {
+                "pseudonymize": True,
+                "key_file": p.key_file,
+                "key_env": p.key_env,
+                "map_file": map_file,
+                "key_id": key_id(read_key(p.key_file, p.key_env)),
+            }
+        }
+
+    def new_data_params(self, model, transform):
+        """apply_new: the new cohort's settings and the run's saved model, used as they are."""
+        from pathlib import Path
+
+        from .io import sha256sum
+        from .sources import expected_sha256, resolve_format
+
+        n = self.new_data
+        location = self.new_data_location()
+        return {
+            "model": model,
+            "transform": transform,
+            "model_sha256": sha256sum(model) if Path(model).is_file() else None,
+            "orientation": n.orientation,
+            "format": resolve_format(n.format, location, n.geo),
+            "layer": n.layer,
+            "sha256": expected_sha256(n.sha256),
+            "origins": {"expression": location, "samples": n.samples},
+            **self.pseudonym_params(new_cohort=n.name),
+        }
+
+
 def load_settings(config):
     """Validate ``config`` (defaults, types, cross-key rules) and return its :class:`Settings`."""
     cfg = validate(config)
