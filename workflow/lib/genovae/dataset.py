@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from . import io
+from .model import observation_space
 
 
 @dataclass
@@ -45,12 +46,9 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
     split = pd.read_csv(split_path, sep="\t", dtype={"sample_id": str, "split": str, "condition": str})
     split = split.set_index("sample_id").loc[index]
     genes = list(columns)
-    if likelihood == "nb":
-        counts = io.read_matrix_values(matrix_path, columns=genes, order="C")[2]
-        target = counts
-    else:
-        target = x
-    library = _library_sizes(target) if likelihood == "nb" else np.ones(len(x), np.float32)
+    counts = observation_space(likelihood) == "counts"  # the likelihood models the raw counts (nb)
+    target = io.read_matrix_values(matrix_path, columns=genes, order="C")[2] if counts else x
+    library = _library_sizes(target) if counts else np.ones(len(x), np.float32)
     return Cohort(
         sample_ids=index.to_numpy(),
         split=split["split"].to_numpy(),

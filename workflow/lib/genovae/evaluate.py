@@ -74,10 +74,8 @@ def reconstruct_blocks(model, cohort, transform, mask_or_rows, batch_size=BATCH)
         x = np.ascontiguousarray(cohort.x[rows])
         with torch.no_grad():
             mu, logvar = model.encode(torch.from_numpy(x))
-            dec = model.decode(mu)
-            mean = model.mean(dec, torch.from_numpy(np.ascontiguousarray(cohort.library[rows]))).numpy()
-        if model.likelihood == "nb":
-            mean = transform.scale_log(transform.counts_to_log(mean, cohort.library_all[rows]))
+        mean = model.px_mean(mu, np.ascontiguousarray(cohort.library[rows]))  # the mean of p(x|z), z the latent mean
+        mean = model.to_model_space(mean, transform, cohort.library_all[rows])
         yield rows, x, mean.astype(np.float32, copy=False), mu.numpy(), logvar.numpy()
 
 

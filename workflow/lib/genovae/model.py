@@ -10,18 +10,32 @@ Likelihoods (``p(x | z)``):
   scVI), with a learned gene-wise inverse dispersion ``theta``.
 
 The loss is the negative ELBO per sample: ``-E[log p(x|z)] + beta * KL(q(z|x) || N(0, I))``.
+
+The model is written the scvi-tools way: :meth:`VAE.inference` gives ``q(z|x)``
+(a ``torch.distributions.Normal``), :meth:`VAE.generative` gives ``p(x|z)`` as a
+``torch.distributions`` object (:class:`GeneNormal`, :class:`LogitBernoulli` or
+:class:`NegativeBinomial`) and :meth:`VAE.loss` a :class:`LossOutput`. Everything
+that depends on the likelihood (the clamps of the gene-wise scale and dispersion,
+the mean of ``p(x|z)``, draws from it, the space its values live in) is here:
+other modules call these methods and never branch on the likelihood's name.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from torch.distributions import Bernoulli, Distribution, Normal, constraints
 from torch.nn import functional as F
 
 LIKELIHOODS = ("gaussian", "bernoulli", "nb")
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
+#: clamps of the gaussian gene-wise log standard deviation and of the nb log inverse dispersion
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 5.0
+LOG_THETA_MIN, LOG_THETA_MAX = -10.0, 12.0
 
 
 def kl_standard_normal(mu, logvar):
@@ -53,6 +67,133 @@ def nb_log_likelihood(x, mu, theta, eps=1e-8):
         - torch.lgamma(x + 1.0)
     )
 
+
+
+# ------------------------------------------------------------ p(x | z)
+class GeneNormal(Normal):
+    """``Normal(loc, exp(log_scale))`` with a gene-wise ``log_scale``.
+
+    ``log_prob`` is :func:`gaussian_log_likelihood` (the numbers the loss has
+    always had; torch's ``Normal.log_prob`` is the same density in another
+    floating-point form). Values live in the model's (preprocessed) space.
+    """
+
+    space = "model"
+
+    def __init__(self, loc, log_scale, validate_args=False):
+        self.log_scale = log_scale
+        super().__init__(loc, torch.exp(log_scale), validate_args=validate_args)
+
+    def log_prob(self, value):
+        return gaussian_log_likelihood(value, self.loc, self.log_scale)
+
+    def draw(self, rng, noise=True):
+        """A numpy draw (float64) from ``rng``: the mean plus Gaussian noise (the mean alone without ``noise``)."""
+        mean = self.loc.detach().cpu().numpy().astype(np.float64)
+        if not noise:
+            return mean
+        scale = torch.exp(self.log_scale).detach().cpu().numpy().astype(np.float64)
+        return mean + rng.standard_normal(mean.shape) * scale[None, :]
+
+
+class LogitBernoulli(Bernoulli):
+    """``Bernoulli(logits=...)`` for values scaled to [0, 1] (fractional targets allowed, so no validation).
+
+    Its ``log_prob`` is torch's (``-binary_cross_entropy_with_logits``). A
+    :meth:`draw` gives the mean: scaled values are fractions, not coin flips.
+    """
+
+    space = "model"
+
+    def __init__(self, logits, validate_args=False):
+        super().__init__(logits=logits, validate_args=validate_args)
+
+    def draw(self, rng, noise=True):
+        """The mean (float64), with or without ``noise``."""
+        return self.mean.detach().cpu().numpy().astype(np.float64)
+
+
+class NegativeBinomial(Distribution):
+    """Negative binomial with mean ``mu`` and gene-wise inverse dispersion ``theta`` (``Var = mu + mu^2/theta``).
+
+    The same law as ``torch.distributions.NegativeBinomial(total_count=theta,
+    logits=log(mu / theta))``, whose ``log_prob`` agrees to float tolerance but
+    not bit for bit: ``log_prob`` here is :func:`nb_log_likelihood`, the loss's
+    numbers. Values are raw counts.
+    """
+
+    arg_constraints = {"mu": constraints.nonnegative, "theta": constraints.positive}
+    support = constraints.nonnegative_integer
+    space = "counts"
+
+    def __init__(self, mu, theta, validate_args=False):
+        self.mu, self.theta = mu, theta
+        super().__init__(batch_shape=mu.shape, validate_args=validate_args)
+
+    @property
+    def mean(self):
+        return self.mu
+
+    @property
+    def variance(self):
+        return self.mu + self.mu.pow(2) / self.theta
+
+    def log_prob(self, value):
+        return nb_log_likelihood(value, self.mu, self.theta)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=torch.Size()):
+        """Gamma-Poisson draws (torch random number generator)."""
+        shape = self._extended_shape(sample_shape)
+        theta = self.theta.expand(self.mu.shape)
+        rate = theta / self.mu.clamp_min(1e-12)
+        lam = torch.distributions.Gamma(theta, rate, validate_args=False).sample(sample_shape)
+        return torch.poisson(lam.expand(shape))
+
+    def draw(self, rng, noise=True):
+        """A numpy draw (float64 counts) from ``rng``; without ``noise`` the mean rounded to integers."""
+        mu = self.mu.detach().cpu().numpy()
+        if not noise:
+            return np.rint(mu)
+        theta = self.theta.detach().cpu().numpy()[None, :]
+        lam = rng.gamma(shape=np.broadcast_to(theta, mu.shape), scale=np.maximum(mu, 1e-12) / theta)
+        return rng.poisson(lam).astype(np.float64)
+
+
+#: likelihood -> the space the values of p(x|z) live in ("model": preprocessed values; "counts": raw counts)
+SPACES = {"gaussian": GeneNormal.space, "bernoulli": LogitBernoulli.space, "nb": NegativeBinomial.space}
+
+
+def observation_space(likelihood):
+    """``counts`` when ``likelihood`` models raw counts (its targets are the counts), else ``model``."""
+    if likelihood not in SPACES:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    return SPACES[likelihood]
+
+
+@dataclass
+class Inference:
+    """``q(z|x)`` and the latent point the generative model decodes."""
+
+    qz: Normal
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+
+
+@dataclass
+class LossOutput:
+    """The negative ELBO of a batch: batch means and the per-sample terms."""
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    reconstruction_per_sample: torch.Tensor
+    kl_per_sample: torch.Tensor
+
+    def as_tuple(self):
+        """``(loss, reconstruction, kl)``, the batch means."""
+        return self.loss, self.reconstruction, self.kl
 
 def mlp(sizes, dropout, batch_norm):
     layers = []
@@ -102,7 +243,13 @@ class VAE(nn.Module):
         elif likelihood == "nb":
             self.log_theta = nn.Parameter(torch.full((n_genes,), math.log(10.0)))
 
+    @property
+    def space(self):
+        """The space of the values of ``p(x|z)``: ``model`` (preprocessed values) or ``counts`` (raw counts)."""
+        return SPACES[self.likelihood]
+
     def encode(self, x):
+        """Mean and (clamped) log-variance of ``q(z|x)``."""
         h = self.encoder(x)
         return self.z_mean(h), self.z_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -118,37 +265,82 @@ class VAE(nn.Module):
             return F.log_softmax(out.float(), dim=-1)
         return out
 
-    def log_likelihood(self, target, dec, library=None):
-        """Per-sample log p(target | z), summed over genes."""
-        if self.likelihood == "gaussian":
-            ll = gaussian_log_likelihood(target, dec, self.log_scale.clamp(-7.0, 5.0))
-        elif self.likelihood == "bernoulli":
-            ll = bernoulli_log_likelihood(target, dec)
-        else:
-            mu = torch.exp(dec) * library.unsqueeze(-1)
-            ll = nb_log_likelihood(target, mu, torch.exp(self.log_theta.clamp(-10.0, 12.0)))
-        return ll.sum(-1)
-
-    def mean(self, dec, library=None):
-        """Expected value of p(x|z): model-space values, or expected counts for nb."""
-        if self.likelihood == "gaussian":
-            return dec
-        if self.likelihood == "bernoulli":
-            return torch.sigmoid(dec)
-        return torch.exp(dec) * library.unsqueeze(-1)
-
-    def forward(self, x, target, library=None, beta=1.0, sample=True):
-        """Return (loss, reconstruction loss, KL), each the mean over the batch."""
+    # ------------------------------------------------ distributions
+    def inference(self, x, sample=True):
+        """``q(z|x)`` as an :class:`Inference`; ``z`` is a reparameterised draw, or the mean without ``sample``."""
         mu, logvar = self.encode(x)
         # under bf16/fp16 autocast the layers run in low precision, the loss in float32
         # (.float() returns the tensor itself when it is float32 already)
         mu, logvar = mu.float(), logvar.float()
         z = self.reparameterize(mu, logvar) if sample else mu
-        dec = self.decode(z).float()
-        recon = -self.log_likelihood(target, dec, library)
-        kl = kl_standard_normal(mu, logvar).sum(-1)
-        return (recon + beta * kl).mean(), recon.mean(), kl.mean()
+        return Inference(qz=Normal(mu, torch.exp(0.5 * logvar), validate_args=False), mu=mu, logvar=logvar, z=z)
 
+    def generative(self, z, library=None):
+        """``p(x|z)`` (float32) for latent points ``z``; ``library``: the samples' library sizes (nb)."""
+        return self.px(self.decode(z).float(), library)
+
+    def px(self, dec, library=None):
+        """``p(x|z)`` from decoder output ``dec`` (see :meth:`decode`)."""
+        if self.likelihood == "gaussian":
+            return GeneNormal(dec, self.log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+        if self.likelihood == "bernoulli":
+            return LogitBernoulli(dec)
+        mu = torch.exp(dec) * library.unsqueeze(-1)
+        return NegativeBinomial(mu, torch.exp(self.log_theta.clamp(LOG_THETA_MIN, LOG_THETA_MAX)))
+
+    def loss(self, x, target, library=None, beta=1.0, sample=True):
+        """The negative ELBO of a batch as a :class:`LossOutput`."""
+        q = self.inference(x, sample=sample)
+        recon = -self.generative(q.z, library).log_prob(target).sum(-1)
+        kl = kl_standard_normal(q.mu, q.logvar).sum(-1)
+        return LossOutput(
+            loss=(recon + beta * kl).mean(),
+            reconstruction=recon.mean(),
+            kl=kl.mean(),
+            reconstruction_per_sample=recon,
+            kl_per_sample=kl,
+        )
+
+    def forward(self, x, target, library=None, beta=1.0, sample=True):
+        """Return (loss, reconstruction loss, KL), each the mean over the batch (see :meth:`loss`)."""
+        return self.loss(x, target, library, beta=beta, sample=sample).as_tuple()
+
+    def log_likelihood(self, target, dec, library=None):
+        """Per-sample log p(target | z), summed over genes, from decoder output ``dec``."""
+        return self.px(dec, library).log_prob(target).sum(-1)
+
+    def mean(self, dec, library=None):
+        """Expected value of p(x|z) from decoder output ``dec``: model-space values, or expected counts for nb."""
+        return self.px(dec, library).mean
+
+    # ------------------------------------------ numpy in, numpy out
+    @torch.no_grad()
+    def px_mean(self, z, library=None):
+        """Mean of ``p(x|z)`` of latent points ``z`` (numpy or tensor) as a numpy array (float32)."""
+        return self.generative(_float32(z), _float32(library)).mean.numpy()
+
+    @torch.no_grad()
+    def sample_observations(self, z, library=None, rng=None, noise=True):
+        """Draws from ``p(x|z)`` with the numpy generator ``rng`` (see each distribution's ``draw``):
+        model-space values (float64), or counts for nb."""
+        return self.generative(_float32(z), _float32(library)).draw(rng, noise)
+
+    def to_log_space(self, values, transform, library_all):
+        """Values of ``p(x|z)`` (e.g. :meth:`px_mean`) -> log space before scaling (``transform``:
+        :class:`genovae.preprocess.Transform`; ``library_all``: the samples' library sizes over all genes)."""
+        if self.space == "counts":
+            return transform.counts_to_log(values, library_all)
+        return transform.unscale(values)
+
+    def to_model_space(self, values, transform, library_all):
+        """Values of ``p(x|z)`` -> the model's (preprocessed) input space (model-space values as they are)."""
+        if self.space == "counts":
+            return transform.scale_log(transform.counts_to_log(values, library_all))
+        return values
+
+
+def _float32(a):
+    return None if a is None else torch.as_tensor(a, dtype=torch.float32)
 
 def save_model(path, model, extra):
     from .io import atomic_path

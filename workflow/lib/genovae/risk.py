@@ -118,14 +118,7 @@ def log_moments(x, mask, transform, block=512):
 
 def decoded_log(model, transform, z, library_all, library):
     """Decoder output of latent points mapped to log space (pre-scaling)."""
-    import torch
-
-    with torch.no_grad():
-        dec = model.decode(torch.as_tensor(z, dtype=torch.float32))
-        mean = model.mean(dec, torch.as_tensor(library, dtype=torch.float32)).numpy().astype(np.float64)
-    if model.likelihood == "nb":
-        return transform.counts_to_log(mean, library_all)
-    return transform.unscale(mean)
+    return model.to_log_space(model.px_mean(z, library).astype(np.float64), transform, library_all)
 
 
 def mean_decoded_shift(model, transform, base, shift, library_all, library, block=256):

@@ -81,26 +81,6 @@ def to_model_space(values, transform, lib_all):
     return transform.scale_log(transform.to_log(values))
 
 
-@torch.no_grad()
-def _observe(model, z, library, rng, noise):
-    """Decode latent points; return model-space values (gaussian, bernoulli) or counts (nb)."""
-    dec = model.decode(torch.as_tensor(z, dtype=torch.float32)).float()
-    if model.likelihood == "nb":
-        mu = (torch.exp(dec) * torch.as_tensor(library, dtype=torch.float32).unsqueeze(-1)).numpy()
-        if not noise:
-            return np.rint(mu)
-        theta = torch.exp(model.log_theta.clamp(-10.0, 12.0)).numpy()[None, :]
-        lam = rng.gamma(shape=np.broadcast_to(theta, mu.shape), scale=np.maximum(mu, 1e-12) / theta)
-        return rng.poisson(lam).astype(np.float64)
-    if model.likelihood == "bernoulli":
-        return torch.sigmoid(dec).numpy().astype(np.float64)
-    mean = dec.numpy().astype(np.float64)
-    if not noise:
-        return mean
-    scale = torch.exp(model.log_scale.clamp(-7.0, 5.0)).numpy().astype(np.float64)
-    return mean + rng.standard_normal(mean.shape) * scale[None, :]
-
-
 def sample_cohort(model, cohort, transform, *, n_per_condition, seed=1, noise=True):
     """Synthetic samples per training condition.
 
@@ -119,8 +99,9 @@ def sample_cohort(model, cohort, transform, *, n_per_condition, seed=1, noise=Tr
         z = rng.multivariate_normal(mean, cov, size=int(n_per_condition), method="eigh")
         pick = rng.integers(0, int(m.sum()), size=int(n_per_condition))
         library, lib_all = cohort.library[m][pick], cohort.library_all[m][pick]
-        obs = _observe(model, z, library, rng, noise)
-        values = obs if model.likelihood == "nb" else to_input_space(obs, transform, lib_all)
+        # draws from p(x|z): model-space values, or counts when the likelihood models counts
+        obs = model.sample_observations(z, library, rng, noise)
+        values = obs if model.space == "counts" else to_input_space(obs, transform, lib_all)
         written.append(values)
         model_space.append(to_model_space(values, transform, lib_all))
         labels += [c] * int(n_per_condition)
