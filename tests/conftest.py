@@ -108,6 +108,17 @@ def planned_jobs(workdir, *args):
 
 
 @pytest.fixture
+def one_thread():
+    """Pin torch to one thread for in-process training (fast and steady on a loaded machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def workdir(tmp_path):
     return copy_workflow(tmp_path / "wf")
 

@@ -1,5 +1,5 @@
 """End-of-epoch bookkeeping shared by the plain and the DP-SGD training loops
-(genovae.train._EpochBook): history columns, divergence errors, early stopping."""
+(genovae.train.EpochHistory): history columns, divergence errors, early stopping."""
 
 from __future__ import annotations
 

@@ -146,15 +146,17 @@ def test_accountant_epsilon_matches_opacus():
     acc = RDPAccountant()
     for _ in range(steps):
         acc.step(noise_multiplier=sigma, sample_rate=q)
-    expected = acc.get_epsilon(delta=delta)
+    expected = acc.get_epsilon(delta=delta, alphas=privacy.ALPHAS)
     assert privacy.epsilon_spent([(sigma, q, steps)], delta) == pytest.approx(expected, rel=1e-12)
+    # the wider range of RDP orders never gives a larger epsilon than Opacus's default orders
+    assert expected <= acc.get_epsilon(delta=delta)
     assert eps - 0.011 <= expected <= eps
     # two rounds compose as one accountant that saw both
     sigma2 = privacy.noise_multiplier(eps, delta, q, 200)
     for _ in range(200):
         acc.step(noise_multiplier=sigma2, sample_rate=q)
     both = privacy.epsilon_spent([(sigma, q, steps), (sigma2, q, 200)], delta)
-    assert both == pytest.approx(acc.get_epsilon(delta=delta), rel=1e-12)
+    assert both == pytest.approx(acc.get_epsilon(delta=delta, alphas=privacy.ALPHAS), rel=1e-12)
     assert eps < both < 2 * eps
 
 
@@ -166,6 +168,94 @@ def test_sampling_rate_and_steps_per_epoch():
 
 MODEL = {"hidden": [16], "latent_dim": 3, "dropout": 0.1, "batch_norm": False, "likelihood": "gaussian"}
 DP = {"epsilon": 1.5, "delta": 1e-5, "max_grad_norm": 1.0, "seed": 5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """In-process training here runs on one torch thread."""
+
+
+def test_wide_rdp_orders_tighten_epsilon_where_the_default_orders_end():
+    """Much noise over few steps puts the optimal order beyond Opacus's 63: the wider orders find it."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(5.0, 0.01, 10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default = acc.get_epsilon(delta=1e-5)
+    wide = privacy.epsilon_spent(acc.history, 1e-5)
+    assert wide < 0.5 * default
+
+
+class _Killed(Exception):
+    pass
+
+
+def _dp_run(monkeypatch=None, kill_at=None, dp=DP, **kw):
+    """DP training on the noise cohort; with ``kill_at`` the validation of that epoch raises (a killed job)."""
+    import io
+
+    import genovae.train as gtrain
+
+    if kill_at is not None:
+        real, calls = gtrain.evaluate_loss, {"n": 0}
+
+        def evaluate_loss(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                raise _Killed
+            return real(*a, **k)
+
+        monkeypatch.setattr(gtrain, "evaluate_loss", evaluate_loss)
+    settings = dict(model_config=MODEL, dp=dp, epochs=7, batch_size=8, lr=1e-2, kl_warmup_epochs=2, patience=50,
+                    threads=1, device="cpu", progress=io.StringIO())
+    return privacy.train_vae_dp(noise_cohort(), **{**settings, **kw})
+
+
+def test_dp_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    ref, ref_hist, ref_info = _dp_run()
+    ckpt = tmp_path / "ckpt.pt"
+    with monkeypatch.context() as m:
+        with pytest.raises(_Killed):
+            _dp_run(m, kill_at=6, checkpoint=str(ckpt), checkpoint_every=2)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 4 and state["dp_steps"] == 4 * 5
+    assert state["accountant_history"] == [[pytest.approx(ref_info["dp"]["noise_multiplier"]), 0.2, 20]]
+    assert state["noise_generator"] is not None and state["generator"] is not None
+    model, hist, info = _dp_run(checkpoint=str(ckpt), checkpoint_every=2)
+    assert info["epochs_run"] == 7 and info["dp"]["steps"] == ref_info["dp"]["steps"] == 35
+    assert info["dp"]["epsilon"] == ref_info["dp"]["epsilon"]
+    assert list(hist.columns) == list(ref_hist.columns)
+    assert np.array_equal(hist.to_numpy(np.float64), ref_hist.to_numpy(np.float64))  # resumed rows: float64
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_dp_checkpoint_of_secret_randomness_holds_no_generator_state(tmp_path, monkeypatch):
+    ckpt = tmp_path / "ckpt.pt"
+    secret = {**DP, "seed": None}
+    with monkeypatch.context() as m:
+        with pytest.raises(_Killed):
+            _dp_run(m, kill_at=3, dp=secret, checkpoint=str(ckpt), checkpoint_every=2)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["generator"] is None and state["noise_generator"] is None
+    _, _, info = _dp_run(dp=secret, checkpoint=str(ckpt), checkpoint_every=2)
+    # resumed after epoch 2 with fresh randomness: the accountant counts every step of both parts
+    assert info["epochs_run"] == 7 and info["dp"]["steps"] == 35 and info["dp"]["seed"] is None
+    # a DP checkpoint is never resumed by plain training, nor the other way round
+    with monkeypatch.context() as m:
+        with pytest.raises(_Killed):
+            _dp_run(m, kill_at=3, checkpoint=str(ckpt), checkpoint_every=2)
+    import io
+
+    from genovae.train import train_vae
+
+    _, _, plain = train_vae(noise_cohort(), model_config=MODEL, epochs=3, batch_size=8, threads=1, device="cpu",
+                            progress=io.StringIO(), checkpoint=str(ckpt), checkpoint_every=2)
+    assert plain["epochs_run"] == 3 and "dp" not in plain
 
 
 def test_dp_training_spends_at_most_the_target_epsilon():
@@ -206,6 +296,7 @@ def test_dp_clips_every_per_sample_gradient(monkeypatch):
         kl_warmup_epochs=0, patience=5, threads=1, device="cpu",
     )
     n_params = len([p for p in model.parameters()])
+    assert seen, "the DP optimizer never clipped a batch"
     for count, norm, batch in seen:
         assert count == n_params  # the likelihood's gene-wise scale included
         assert norm <= 0.01 * batch + 1e-6  # a sum of gradients each clipped to 0.01

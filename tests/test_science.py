@@ -21,7 +21,7 @@ from genovae.evaluate import encode
 pytestmark = pytest.mark.realdata
 
 MODEL = dict(hidden=[256, 128], latent_dim=10, dropout=0.1, batch_norm=True, likelihood="gaussian")
-TRAIN = dict(epochs=300, batch_size=32, lr=1e-3, kl_warmup_epochs=20, patience=30, threads=2, seed=1)
+TRAIN = dict(epochs=300, batch_size=32, lr=1e-3, kl_warmup_epochs=20, patience=30, threads=1, seed=1)
 SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 

@@ -20,6 +20,12 @@
   is that of the steps run (early stopping on the validation loss can end a round
   sooner; the validation split is not the protected training set).
 
+DP-SGD is a plan (:class:`DPPlan`) of the one training loop
+(:func:`genovae.train.train_vae`): early stopping, history and checkpoints are
+those of plain training. A checkpoint holds the accountant's history and, when
+``privacy.dp.seed`` is set, the states of the sampling and noise generators, so
+a resumed round equals an uninterrupted one; secret randomness is never written.
+
 Rounds of the retrain loop compose: the total epsilon is the RDP composition of
 the steps of every round run (all rounds' models are written to results/).
 A round whose planned steps would bring the total above
@@ -31,18 +37,21 @@ defined: a model with ``model.batch_norm: true`` is refused.
 
 from __future__ import annotations
 
+import inspect
 import logging
-import time
 
-import pandas as pd
 import torch
 
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError
+from .train import Plan, make_optimizer, train_vae
 
 log = logging.getLogger(__name__)
 
 ACCOUNTANT = "rdp"
 EPSILON_TOLERANCE = 0.01
+#: RDP orders searched for the epsilon spent: Opacus's default orders end at 63, where the optimum of
+#: few-step or low-noise runs can sit (Opacus warns); up to 255 the epsilon is tight (never larger)
+ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))
 
 
 # ---------------------------------------------------------------- accounting
@@ -86,7 +95,7 @@ def epsilon_spent(history, delta):
         return 0.0
     acc = RDPAccountant()
     acc.history = history
-    return float(acc.get_epsilon(delta=float(delta)))
+    return float(acc.get_epsilon(delta=float(delta), alphas=ALPHAS))
 
 
 def check_model(model_config):
@@ -116,171 +125,178 @@ def _per_sample_grads(model, params, buffers, x, t, lib, beta):
     return grads, parts
 
 
-def train_vae_dp(
-    cohort,
-    *,
-    model_config,
-    dp,
-    epochs=200,
-    batch_size=64,
-    lr=1e-3,
-    weight_decay=0.0,
-    beta=1.0,
-    kl_warmup_epochs=20,
-    patience=20,
-    min_delta=0.0,
-    seed=1,
-    device="auto",
-    threads=1,
-    deterministic=True,
-    init_state=None,
-    progress=None,
-    checkpoint=None,
-    checkpoint_every=10,
-    precision="32",
-    **ignored,
-):
-    """DP-SGD version of :func:`genovae.train.train_vae`: same arguments plus ``dp``.
+class DPPlan(Plan):
+    """DP-SGD as a plan of :func:`genovae.train.train_vae` (see the module doc).
 
     ``dp``: ``{"epsilon", "delta", "max_grad_norm", "seed"}``, the round's target,
     the clipping norm and the seed of batch sampling and noise (None: secret
-    randomness from the operating system). Returns (model on CPU, history, info) like ``train_vae``;
-    ``info["dp"]`` holds the noise multiplier, the sampling rate, the steps and
-    the epsilon spent. Training checkpoints are not written with DP (a killed
-    round starts again).
+    randomness from the operating system). The plan calibrates the noise
+    multiplier, draws Poisson batches, computes per-sample gradients, lets
+    Opacus's ``DPOptimizer`` clip them and add the noise, and counts the steps in
+    an RDP accountant. Its checkpoint state is the optimizer, the accountant's
+    history and, with a seed, the states of the sampling and noise generators, so
+    a resumed run equals an uninterrupted one; with secret randomness the
+    generator states are never written and a resumed run draws fresh randomness.
     """
-    from opacus import __version__ as opacus_version
-    from opacus.accountants import RDPAccountant
-    from opacus.optimizers import DPOptimizer
 
-    from .model import VAE
-    from .train import _EpochBook, _optimizer, evaluate_loss, resolve_device, set_seeds
+    desc = "train (DP)"
+    precision = None  # DP-SGD runs in float32; the info has no precision entry
+    eval_batch_size = 4096
 
-    check_model(model_config)
-    if ignored:
-        log.info("settings without effect on DP training: %s", ", ".join(sorted(ignored)))
-    if str(precision) != "32":
-        raise ConfigError("train.precision", "differentially private training runs in float32: set train.precision: 32")
-    if threads:
-        torch.set_num_threads(int(threads))
-    set_seeds(seed, deterministic)
-    dev, dev_info = resolve_device(device)
-    x_tr, t_tr, l_tr = cohort.tensors("train", dev)
-    x_va, t_va, l_va = cohort.tensors("val", dev)
-    n = int(x_tr.shape[0])
-    if n < 2:
-        raise TrainingError("the train split has fewer than 2 samples")
-    epsilon, delta, max_grad_norm = float(dp["epsilon"]), float(dp["delta"]), float(dp["max_grad_norm"])
-    if delta >= 1.0 / n:
-        log.warning(
-            "privacy.dp.delta %g is not below 1/n_train = %.3g: a delta this large allows leaking "
-            "whole records; use a smaller delta", delta, 1.0 / n,
+    def __init__(self, dp):
+        self.dp = dict(dp)
+
+    def check(self, model_config, precision):
+        check_model(model_config)
+        if str(precision) != "32":
+            raise ConfigError(
+                "train.precision", "differentially private training runs in float32: set train.precision: 32"
+            )
+
+    def remedy(self, lr):
+        return f"lower train.lr (now {lr:g}), raise privacy.dp.epsilon or check the input scaling"
+
+    def setup(self, model, *, dev, n, batch_size, lr, weight_decay, seed, epochs):
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+
+        dp = self.dp
+        epsilon, delta, max_grad_norm = float(dp["epsilon"]), float(dp["delta"]), float(dp["max_grad_norm"])
+        if delta >= 1.0 / n:
+            log.warning(
+                "privacy.dp.delta %g is not below 1/n_train = %.3g: a delta this large allows leaking "
+                "whole records; use a smaller delta", delta, 1.0 / n,
+            )
+        q = sample_rate(n, batch_size)
+        spe = steps_per_epoch(n, batch_size)
+        planned = int(epochs) * spe
+        sigma = noise_multiplier(epsilon, delta, q, planned)
+        log.info(
+            "DP-SGD: target epsilon %g, delta %g over %d epochs (%d steps of Poisson rate %.4g): "
+            "noise multiplier %.4g, max_grad_norm %g",
+            epsilon, delta, epochs, planned, q, sigma, max_grad_norm,
         )
-    q = sample_rate(n, batch_size)
-    spe = steps_per_epoch(n, batch_size)
-    planned = int(epochs) * spe
-    sigma = noise_multiplier(epsilon, delta, q, planned)
-    expected = max(1, int(round(q * n)))
-    log.info(
-        "DP-SGD: target epsilon %g, delta %g over %d epochs (%d steps of Poisson rate %.4g): "
-        "noise multiplier %.4g, max_grad_norm %g",
-        epsilon, delta, epochs, planned, q, sigma, max_grad_norm,
-    )
-    model = VAE(n_genes=x_tr.shape[1], **model_config).to(dev)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    names = [k for k, p in model.named_parameters() if p.requires_grad]
-    params = dict(model.named_parameters())
-    # batch sampling and noise: secret randomness unless privacy.dp.seed makes them reproducible
-    dp_seed = dp.get("seed")
-    secret = dp_seed is None
-    if secret:
-        import secrets
+        self.epsilon, self.delta, self.max_grad_norm = epsilon, delta, max_grad_norm
+        self.n, self.q, self.spe, self.planned, self.sigma = n, q, spe, planned, sigma
+        self.batch_size, self.dev = int(batch_size), dev
+        self.names = [k for k, p in model.named_parameters() if p.requires_grad]
+        self.params = dict(model.named_parameters())
+        # batch sampling and noise: secret randomness unless privacy.dp.seed makes them reproducible
+        dp_seed = dp.get("seed")
+        self.secret = dp_seed is None
+        if self.secret:
+            import secrets
 
-        dp_seed = secrets.randbits(62)
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(int(dp_seed))
-    noise_gen = torch.Generator(device=dev)
-    noise_gen.manual_seed(int(dp_seed) + 7919)
-    opt = DPOptimizer(
-        _optimizer(model.parameters(), lr, weight_decay, dev),
-        noise_multiplier=sigma,
-        max_grad_norm=max_grad_norm,
-        expected_batch_size=expected,
-        loss_reduction="mean",
-        generator=noise_gen,
-    )
-    accountant = RDPAccountant()
-    book = _EpochBook(
-        epochs=epochs, kl_warmup_epochs=kl_warmup_epochs, patience=patience, min_delta=min_delta,
-        progress=progress, desc="train (DP)",
-        remedy=f"lower train.lr (now {lr:g}), raise privacy.dp.epsilon or check the input scaling",
-    )
-    t0 = time.perf_counter()
-    steps = 0
-    for epoch in range(1, int(epochs) + 1):
-        model.train()
-        warm = beta * min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs > 0 else beta
+            dp_seed = secrets.randbits(62)
+        self.dp_seed = int(dp_seed)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(self.dp_seed)
+        self.noise_gen = torch.Generator(device=dev)
+        self.noise_gen.manual_seed(self.dp_seed + 7919)
+        self.opt = DPOptimizer(
+            make_optimizer(model.parameters(), lr, weight_decay, dev),
+            noise_multiplier=sigma,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(1, int(round(q * n))),
+            loss_reduction="mean",
+            generator=self.noise_gen,
+        )
+        self.accountant = RDPAccountant()
+        self.steps = 0
+
+    def train_epoch(self, model, data, warm):
+        dev = self.dev
         acc = torch.zeros(3, device=dev)
         n_seen = 0
-        for _ in range(spe):
-            idx = torch.nonzero(torch.rand(n, generator=gen, device=dev) < q).flatten()
-            opt.zero_grad(set_to_none=True)
-            detached = {k: v.detach() for k, v in params.items()}
+        for _ in range(self.spe):
+            idx = torch.nonzero(torch.rand(self.n, generator=self.gen, device=dev) < self.q).flatten()
+            self.opt.zero_grad(set_to_none=True)
+            detached = {k: v.detach() for k, v in self.params.items()}
             buffers = dict(model.named_buffers())
             if idx.numel():
-                grads, parts = _per_sample_grads(model, detached, buffers, x_tr[idx], t_tr[idx], l_tr[idx], warm)
+                grads, parts = _per_sample_grads(model, detached, buffers, *data.batch(idx), warm)
                 acc += parts.sum(0)
                 n_seen += int(idx.numel())
             else:  # an empty Poisson batch still takes a (noise-only) step
                 grads = {k: torch.zeros((0, *v.shape), device=dev, dtype=v.dtype) for k, v in detached.items()}
-            for k in names:
-                params[k].grad_sample = grads[k]
-            opt.step()
-            accountant.step(noise_multiplier=sigma, sample_rate=q)
-            steps += 1
-        val = evaluate_loss(model, x_va, t_va, l_va, beta=beta)
-        if book.end_epoch(epoch, warm, acc, n_seen, val, model):
-            break
-    best = book.finish(model)
-    for p in model.parameters():
-        p.grad_sample = None
-        p.summed_grad = None
-    model.load_state_dict(best[2])
-    model = model.cpu().eval()
-    spent = float(accountant.get_epsilon(delta=delta))
-    history = pd.DataFrame(book.rows)
-    info = {
-        "device": dev_info,
-        "epochs_run": int(len(book.rows)),
-        "best_epoch": int(best[1]),
-        "best_val_loss": float(best[0]),
-        "seconds": time.perf_counter() - t0,
-        "seed": int(seed),
-        "threads": int(torch.get_num_threads()),
-        "torch": str(torch.__version__),
-        "dp": {
-            "epsilon": spent,
-            "target_epsilon": epsilon,
-            "delta": delta,
-            "max_grad_norm": max_grad_norm,
-            "noise_multiplier": sigma,
-            "sample_rate": q,
-            "n_train": n,
-            "batch_size": int(batch_size),
-            "steps_per_epoch": spe,
-            "planned_steps": planned,
-            "steps": steps,
-            "history": [[sigma, q, steps]],
-            "accountant": ACCOUNTANT,
-            "opacus": opacus_version,
-            "secure_mode": False,
-            "seed": None if secret else int(dp_seed),
-            "randomness": "operating system (secret)" if secret else "seeded by privacy.dp.seed (reproducible)",
-        },
-    }
-    log.info("DP-SGD: %d steps, epsilon spent %.4g (target %g, delta %g)", steps, spent, epsilon, delta)
-    return model, history, info
+            for k in self.names:
+                self.params[k].grad_sample = grads[k]
+            self.opt.step()
+            self.accountant.step(noise_multiplier=self.sigma, sample_rate=self.q)
+            self.steps += 1
+        return acc, n_seen
+
+    def fingerprint(self):
+        return ["dp", self.epsilon, self.delta, self.max_grad_norm, "secret" if self.secret else self.dp_seed,
+                self.sigma, self.q]
+
+    def state_dict(self):
+        seeded = not self.secret  # secret randomness is never written to disk
+        return {
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state() if seeded else None,
+            "noise_generator": self.noise_gen.get_state() if seeded else None,
+            "accountant_history": [[float(s), float(q), int(k)] for s, q, k in self.accountant.history],
+            "dp_steps": int(self.steps),
+        }
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["optimizer"])
+        self.accountant.history = [(float(s), float(q), int(k)) for s, q, k in state["accountant_history"]]
+        self.steps = int(state["dp_steps"])
+        if not self.secret and state.get("generator") is not None:
+            self.gen.set_state(state["generator"].cpu())
+            self.noise_gen.set_state(state["noise_generator"].cpu())
+
+    def finish(self, model):
+        for p in model.parameters():
+            p.grad_sample = None
+            p.summed_grad = None
+
+    def summary(self):
+        from opacus import __version__ as opacus_version
+
+        spent = float(self.accountant.get_epsilon(delta=self.delta, alphas=ALPHAS))
+        log.info("DP-SGD: %d steps, epsilon spent %.4g (target %g, delta %g)", self.steps, spent, self.epsilon,
+                 self.delta)
+        return {
+            "dp": {
+                "epsilon": spent,
+                "target_epsilon": self.epsilon,
+                "delta": self.delta,
+                "max_grad_norm": self.max_grad_norm,
+                "noise_multiplier": self.sigma,
+                "sample_rate": self.q,
+                "n_train": self.n,
+                "batch_size": self.batch_size,
+                "steps_per_epoch": self.spe,
+                "planned_steps": self.planned,
+                "steps": self.steps,
+                "history": [[self.sigma, self.q, self.steps]],
+                "accountant": ACCOUNTANT,
+                "opacus": opacus_version,
+                "secure_mode": False,
+                "seed": None if self.secret else self.dp_seed,
+                "randomness": (
+                    "operating system (secret)" if self.secret else "seeded by privacy.dp.seed (reproducible)"
+                ),
+            }
+        }
+
+
+def train_vae_dp(cohort, *, dp, precision="32", **kwargs):
+    """DP-SGD version of :func:`genovae.train.train_vae`: same arguments plus ``dp`` (see :class:`DPPlan`).
+
+    Returns (model on CPU, history, info) like ``train_vae``; ``info["dp"]``
+    holds the noise multiplier, the sampling rate, the steps and the epsilon
+    spent. With ``checkpoint`` a killed run resumes like a plain one.
+    """
+    known = set(inspect.signature(train_vae).parameters) - {"cohort", "plan"}
+    ignored = sorted(k for k in kwargs if k not in known)
+    if ignored:
+        log.info("settings without effect on DP training: %s", ", ".join(ignored))
+    kwargs = {k: v for k, v in kwargs.items() if k in known}
+    return train_vae(cohort, plan=DPPlan(dp), precision=precision, **kwargs)
 
 
 # ------------------------------------------------------ budget across rounds

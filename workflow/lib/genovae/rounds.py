@@ -84,7 +84,6 @@ def train_round(
     progress=None,
 ):
     """Train round ``round_`` (optionally warm-started) and write model, history, info."""
-    import functools
     import logging
     import os
 
@@ -108,12 +107,14 @@ def train_round(
     # kept beside the outputs (not an output itself, so Snakemake leaves it after a
     # killed job): a rerun with --rerun-incomplete resumes from it
     checkpoint = os.path.join(os.path.dirname(out_model), "train_checkpoint.pt")
+    plan = None  # the plan of train.precision
     if dp:
-        from .privacy import train_vae_dp
+        from .privacy import DPPlan
 
-        train_vae = functools.partial(train_vae_dp, dp=dp)  # noqa: F811
+        plan = DPPlan(dp)
     model, history, info = train_vae(
         cohort,
+        plan=plan,
         model_config=model_config,
         init_state=init_state,
         threads=threads,

@@ -1,7 +1,12 @@
-"""The training loop: device choice, seeds, KL warm-up, early stopping, history.
+"""The training loop: device choice, seeds, KL warm-up, early stopping, history, checkpoints.
 
-The whole split lives on the device as one tensor; each epoch draws a seeded
-permutation on the device and slices batches from it. Losses are accumulated on
+One epoch loop (:func:`train_vae`) with pluggable plans (:class:`Plan`) that take
+the steps of an epoch: :class:`PlainPlan` (float32), :class:`MixedPrecisionPlan`
+and DP-SGD (:class:`genovae.privacy.DPPlan`); :class:`EpochHistory` is the
+history and early stopping of all of them.
+
+The whole split lives on the device as one tensor; each epoch of the plain plans
+draws a seeded permutation on the device and slices batches from it. Losses are accumulated on
 the device and read back once per epoch (no per-step host synchronisation).
 ``precision`` selects fp32 (``32``), bfloat16 autocast (``bf16``) or float16
 autocast with loss scaling (``16-mixed``); the loss itself is always computed in
@@ -80,7 +85,8 @@ def set_seeds(seed, deterministic=False):
         torch.backends.cudnn.benchmark = False
 
 
-def _optimizer(params, lr, weight_decay, device):
+def make_optimizer(params, lr, weight_decay, device):
+    """Adam (fused where the device supports it)."""
     kwargs = dict(lr=lr, weight_decay=weight_decay)
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
@@ -95,11 +101,161 @@ def evaluate_loss(model, x, target, library, beta=1.0, batch_size=4096):
     tot = torch.zeros(3, device=x.device)
     for i in range(0, x.shape[0], batch_size):
         sl = slice(i, i + batch_size)
-        loss, recon, kl = model(x[sl], target[sl], library[sl], beta=beta, sample=False)
-        tot += torch.stack([loss, recon, kl]) * x[sl].shape[0]
+        out = model.loss(x[sl], target[sl], library[sl], beta=beta, sample=False)
+        tot += torch.stack([out.loss, out.reconstruction, out.kl]) * x[sl].shape[0]
     return tot / x.shape[0]
 
 
+# ------------------------------------------------------------------ plans
+class TrainSplit:
+    """The train split on the training device: ``x``, ``target``, ``library`` and, when the
+    tensors are the whole cohort's (see :func:`_train_tensors`), the split's row numbers ``rows``."""
+
+    def __init__(self, x, target, library, rows=None):
+        self.x, self.target, self.library, self.rows = x, target, library, rows
+        self.n = int(x.shape[0] if rows is None else len(rows))
+        self.device = x.device
+
+    def batch(self, idx):
+        """``(x, target, library)`` of the split's samples ``idx``."""
+        pick = idx if self.rows is None else self.rows[idx]
+        xb = self.x[pick]
+        tb = xb if self.target is self.x else self.target[pick]  # the target is the input unless nb
+        return xb, tb, self.library[pick]
+
+
+class Plan:
+    """How :func:`train_vae` takes the steps of an epoch: optimizer, batches, precision, noise.
+
+    The training loop (seeds, data, model, validation, early stopping, history,
+    checkpoints) is the same for every plan; a plan gives :meth:`setup` (after
+    the model is built), :meth:`train_epoch` (the epoch's steps; returns the
+    summed ``(loss, recon, KL)`` and the samples seen), its part of the
+    checkpoint (:meth:`state_dict` / :meth:`load_state_dict`) and of the run's
+    identity (:meth:`fingerprint`) and info (:meth:`summary`).
+    """
+
+    desc = "train"
+    #: ``train.precision`` recorded in the info (None: not recorded)
+    precision = "32"
+    #: validation batch size (None: the loop's, which depends on the device)
+    eval_batch_size = None
+    batch_size = None
+
+    def check(self, model_config, precision):
+        """Refuse settings the plan cannot train with (before anything is loaded)."""
+
+    def remedy(self, lr):
+        """The advice of a diverged run."""
+        return f"lower train.lr (now {lr:g}) or check the input scaling"
+
+    def setup(self, model, *, dev, n, batch_size, lr, weight_decay, seed, epochs):
+        raise NotImplementedError
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def train_epoch(self, model, data, warm):
+        raise NotImplementedError
+
+    def fingerprint(self):
+        """Settings of the plan that belong to the run's identity (beyond the loop's)."""
+        return []
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def finish(self, model):
+        pass
+
+    def summary(self):
+        """Entries of the info dict."""
+        return {}
+
+
+class PlainPlan(Plan):
+    """Minibatch Adam in float32: a seeded permutation of the train split per epoch, batches sliced from it."""
+
+    def setup(self, model, *, dev, n, batch_size, lr, weight_decay, seed, epochs):
+        self.opt = make_optimizer(model.parameters(), lr, weight_decay, dev)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(seed)
+        self.batch_size = max(1, min(int(batch_size), n))
+        self.dev, self.n = dev, n
+
+    def backward_step(self, loss):
+        loss.backward()
+        self.opt.step()
+
+    def train_epoch(self, model, data, warm):
+        bs, n = self.batch_size, self.n
+        perm = torch.randperm(n, generator=self.gen, device=self.dev)
+        acc = torch.zeros(3, device=self.dev)
+        n_seen = 0
+        for i in range(0, n, bs):
+            idx = perm[i : i + bs]
+            if idx.numel() < 2 and model.config["batch_norm"]:
+                continue  # BatchNorm cannot normalise a batch of one
+            xb, tb, lb = data.batch(idx)
+            with self.autocast():
+                out = model.loss(xb, tb, lb, beta=warm)
+            self.opt.zero_grad(set_to_none=True)
+            self.backward_step(out.loss)
+            acc += torch.stack([out.loss.detach(), out.reconstruction.detach(), out.kl.detach()]) * idx.numel()
+            n_seen += idx.numel()
+        return acc, n_seen
+
+    def state_dict(self):
+        return {"optimizer": self.opt.state_dict(), "generator": self.gen.get_state(), "scaler": None}
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"].cpu())
+
+
+class MixedPrecisionPlan(PlainPlan):
+    """:class:`PlainPlan` under ``torch.autocast`` (``bf16``; ``16-mixed`` also scales the loss)."""
+
+    def __init__(self, precision):
+        self.precision = resolve_precision(precision)
+        self.dtype = PRECISIONS[self.precision]
+
+    def setup(self, model, **kw):
+        super().setup(model, **kw)
+        self.scaler = torch.amp.GradScaler(self.dev.type) if self.precision == "16-mixed" else None
+
+    def autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.dtype)
+
+    def backward_step(self, loss):
+        if self.scaler is None:
+            return super().backward_step(loss)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def fingerprint(self):
+        return [self.precision]
+
+    def state_dict(self):
+        return {**super().state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def precision_plan(precision="32"):
+    """The plan of ``train.precision``: :class:`PlainPlan` for ``32``, else :class:`MixedPrecisionPlan`."""
+    precision = resolve_precision(precision)
+    return PlainPlan() if PRECISIONS[precision] is None else MixedPrecisionPlan(precision)
+
+
+# ------------------------------------------------------------------ the loop
 def train_vae(
     cohort,
     *,
@@ -121,67 +277,62 @@ def train_vae(
     checkpoint=None,
     checkpoint_every=10,
     precision="32",
+    plan=None,
 ):
     """Train a VAE on ``cohort``'s train split with early stopping on val loss.
 
-    With ``checkpoint`` (a path), the full training state (weights, optimizer,
-    epoch, best weights, history, random number generator states) is saved every
-    ``checkpoint_every`` epochs; a later call with the same settings and data
-    resumes from it and, on CPU, ends with the same model as an uninterrupted run.
-
-    ``precision`` ``bf16`` or ``16-mixed`` runs the forward passes under
+    ``plan`` (a :class:`Plan`) takes the steps of each epoch; by default the plan
+    of ``precision``: ``bf16`` or ``16-mixed`` runs the forward passes under
     ``torch.autocast`` on the training device (CPU or CUDA); ``16-mixed`` also
-    scales the loss (``torch.amp.GradScaler``).
+    scales the loss (``torch.amp.GradScaler``). DP-SGD is
+    :class:`genovae.privacy.DPPlan`.
+
+    With ``checkpoint`` (a path), the full training state (weights, optimizer,
+    epoch, best weights, history, random number generator states, and the plan's
+    state) is saved every ``checkpoint_every`` epochs; a later call with the same
+    settings and data resumes from it and, on CPU, ends with the same model as an
+    uninterrupted run.
 
     Returns (model on CPU, history DataFrame, info dict).
     """
     precision = resolve_precision(precision)
+    if plan is None:
+        plan = precision_plan(precision)
+    plan.check(model_config, precision)
     if threads:
         torch.set_num_threads(int(threads))
     set_seeds(seed, deterministic)
     dev, dev_info = resolve_device(device)
     try:
-        x_tr, t_tr, l_tr, rows_tr = _train_tensors(cohort, dev)
+        data = TrainSplit(*_train_tensors(cohort, dev))
         x_va, t_va, l_va = cohort.tensors("val", dev)
     except torch.OutOfMemoryError as exc:
         raise _oom(dev, batch_size, cohort) from exc
-    n = x_tr.shape[0] if rows_tr is None else len(rows_tr)
+    n = data.n
     if n < 2:
         raise TrainingError("the train split has fewer than 2 samples")
-    model = VAE(n_genes=x_tr.shape[1], **model_config).to(dev)
+    model = VAE(n_genes=data.x.shape[1], **model_config).to(dev)
     if init_state is not None:
         model.load_state_dict(init_state)
-    opt = _optimizer(model.parameters(), lr, weight_decay, dev)
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(seed)
-    bs = max(1, min(int(batch_size), n))
+    plan.setup(model, dev=dev, n=n, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+               epochs=epochs)
+    bs = plan.batch_size
     # validation batches: large on a GPU; on the CPU smaller, which bounds the memory of the
     # likelihood's temporaries (n x genes each) at no cost in speed
-    eval_bs = 4096 if dev.type == "cuda" else 256
-    amp_dtype = PRECISIONS[precision]
-    scaler = torch.amp.GradScaler(dev.type) if precision == "16-mixed" else None
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(dev.type, dtype=amp_dtype)
+    eval_bs = plan.eval_batch_size or (4096 if dev.type == "cuda" else 256)
 
     # hashing the data costs time: only runs that checkpoint need the fingerprint
     fingerprint = None
     if checkpoint:
         settings = [model_config, epochs, bs, lr, weight_decay, beta, kl_warmup_epochs, patience, min_delta, seed,
-                    dev.type]
-        if precision != "32":  # fingerprints of fp32 runs stay as before
-            settings.append(precision)
-        fingerprint = _fingerprint(*settings, x_tr if rows_tr is None else (x_tr, rows_tr), x_va, init_state)
+                    dev.type, *plan.fingerprint()]  # fingerprints of fp32 runs stay as before
+        fingerprint = _fingerprint(*settings, data.x if data.rows is None else (data.x, data.rows), x_va,
+                                   init_state)
     start, best, rows = 1, None, None
     resumed = _load_checkpoint(checkpoint, fingerprint, dev)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
-        gen.set_state(resumed["generator"])
+        plan.load_state_dict(resumed)
         torch.set_rng_state(resumed["torch_rng"])
         if dev.type == "cuda" and resumed.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(resumed["cuda_rng"], dev)
@@ -189,47 +340,26 @@ def train_vae(
         rows = resumed["rows"]
         start = resumed["epoch"] + 1
         log.info("resumed from checkpoint %s after epoch %d", checkpoint, resumed["epoch"])
-    book = _EpochBook(
+    book = EpochHistory(
         epochs=epochs, kl_warmup_epochs=kl_warmup_epochs, patience=patience, min_delta=min_delta,
-        progress=progress, desc="train", remedy=f"lower train.lr (now {lr:g}) or check the input scaling",
-        start=start, best=best, rows=rows,
+        progress=progress, desc=plan.desc, remedy=plan.remedy(lr), start=start, best=best, rows=rows,
     )
     t0 = time.perf_counter()
     try:
         for epoch in range(start, epochs + 1):
             model.train()
             warm = beta * min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs > 0 else beta
-            perm = torch.randperm(n, generator=gen, device=dev)
-            acc = torch.zeros(3, device=dev)
-            n_seen = 0
-            for i in range(0, n, bs):
-                idx = perm[i : i + bs]
-                if idx.numel() < 2 and model.config["batch_norm"]:
-                    continue  # BatchNorm cannot normalise a batch of one
-                pick = idx if rows_tr is None else rows_tr[idx]
-                xb = x_tr[pick]
-                tb = xb if t_tr is x_tr else t_tr[pick]  # the target is the input unless nb
-                with autocast():
-                    loss, recon, kl = model(xb, tb, l_tr[pick], beta=warm)
-                opt.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    opt.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                acc += torch.stack([loss.detach(), recon.detach(), kl.detach()]) * idx.numel()
-                n_seen += idx.numel()
-            with autocast():
+            acc, n_seen = plan.train_epoch(model, data, warm)
+            with plan.autocast():
                 val = evaluate_loss(model, x_va, t_va, l_va, beta=beta, batch_size=eval_bs)
             if book.end_epoch(epoch, warm, acc, n_seen, val, model):
                 break
             if checkpoint and checkpoint_every and epoch % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, fingerprint, epoch, model, opt, gen, dev, book.best, book.rows, scaler)
+                _save_checkpoint(checkpoint, fingerprint, epoch, model, plan, dev, book.best, book.rows)
     except torch.OutOfMemoryError as exc:
         raise _oom(dev, bs, cohort) from exc
     best = book.finish(model)
+    plan.finish(model)
     model.load_state_dict(best[2])
     model = model.cpu().eval()
     history = pd.DataFrame(book.rows)
@@ -240,15 +370,16 @@ def train_vae(
         "best_val_loss": float(best[0]),
         "seconds": time.perf_counter() - t0,
         "seed": int(seed),
-        "precision": precision,
-        "threads": int(torch.get_num_threads()),
-        "torch": str(torch.__version__),
     }
+    if plan.precision is not None:
+        info["precision"] = plan.precision
+    info.update(threads=int(torch.get_num_threads()), torch=str(torch.__version__))
+    info.update(plan.summary())
     return model, history, info
 
 
-class _EpochBook:
-    """End-of-epoch bookkeeping of :func:`train_vae` and :func:`genovae.privacy.train_vae_dp`.
+class EpochHistory:
+    """End-of-epoch bookkeeping of :func:`train_vae`, whatever the plan: history and early stopping.
 
     Holds the history rows, the best ``(val loss, epoch, weights)`` and the
     progress bar. :meth:`end_epoch` reads the epoch's losses back (the one host
@@ -376,18 +507,16 @@ def _buffer(t):
     return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 
 
-def _save_checkpoint(path, fingerprint, epoch, model, opt, gen, dev, best, rows, scaler=None):
+def _save_checkpoint(path, fingerprint, epoch, model, plan, dev, best, rows):
     from .io import atomic_path
 
     state = {
         "fingerprint": fingerprint,
         "epoch": int(epoch),
         "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
+        **plan.state_dict(),  # optimizer, batch order generator, loss scale; DP: noise generator, accountant
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
         "best_val": float(best[0]),
         "best_epoch": int(best[1]),
         "best_state": best[2],
@@ -408,6 +537,5 @@ def _load_checkpoint(path, fingerprint, dev):
     if state.get("fingerprint") != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to other settings or data", path)
         return None
-    state["generator"] = state["generator"].cpu()
     state["torch_rng"] = state["torch_rng"].cpu()
     return state
