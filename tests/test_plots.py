@@ -9,7 +9,7 @@ import pytest
 
 from genovae import io, plots
 from genovae.annotation import gene_label
-from genovae.evaluate import METRICS
+from genovae.loop import METRICS
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "workflow" / "lib"))
 
 from genovae import privacy, pseudonym, synthetic  # noqa: E402
 from genovae.errors import ConfigError  # noqa: E402
-from genovae.rounds import loop_continues  # noqa: E402
+from genovae.loop import loop_continues  # noqa: E402
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

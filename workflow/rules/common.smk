@@ -12,7 +12,7 @@ min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
 from genovae.errors import GenovaeError  # noqa: E402
-from genovae.rounds import loop_continues  # noqa: E402
+from genovae.loop import loop_continues  # noqa: E402
 from genovae.settings import load_settings  # noqa: E402
 from genovae.sources import is_url  # noqa: E402
 

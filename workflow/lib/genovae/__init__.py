@@ -22,7 +22,8 @@ behaviour they own:
 - ``pca``: PCA of the training rows without copying them (the baseline, label
   metrics, synthetic-cohort utility).
 - ``labels``: how well latent means (vs PCA) separate the sample labels.
-- ``rounds``: retrain strategy and model selection across rounds.
+- ``loop``: the retrain loop's logic (round settings, metric directions, decision,
+  selection), torch-free; ``rounds``: its rule steps (train, evaluate, decide, select).
 - ``apply``: latent space, reconstruction errors, held-out test metrics.
 - ``risk``: condition-associated ("risk") gene ranking.
 - ``plots``: figures for the report; ``annotation``: gene names (symbols) for people.

@@ -18,20 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
 
 # torch and scikit-learn are imported inside the functions that use them: the decide and
 # select_model steps need only METRICS/decide/better and start without them
 
-#: metric name -> "min" (lower is better) or "max"
-METRICS = {
-    "val_recon_mse": "min",
-    "val_r2": "max",
-    "val_loss": "min",
-    "val_kl": "min",
-    "val_active_units": "max",
-    "val_mse_ratio_pca": "min",
-}
 ACTIVE_UNIT_VARIANCE = 0.01
 
 
@@ -131,32 +121,3 @@ def fit_pca(cohort, n_components):
     from . import pca
 
     return pca.fit(cohort.x, np.flatnonzero(cohort.mask("train")), n_components)
-
-
-def decide(metrics, metric, threshold):
-    """Whether ``metrics[metric]`` meets ``threshold`` in the metric's direction."""
-    if metric not in METRICS:
-        raise ConfigError("retrain.metric", f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
-    value = metrics[metric]
-    if value is None or not np.isfinite(value):
-        passed = False
-    elif METRICS[metric] == "min":
-        passed = value <= threshold
-    else:
-        passed = value >= threshold
-    return {
-        "metric": metric,
-        "direction": "lower is better" if METRICS[metric] == "min" else "higher is better",
-        "value": value,
-        "threshold": threshold,
-        "passed": bool(passed),
-    }
-
-
-def better(a, b, metric):
-    """True if value ``a`` is strictly better than ``b`` for ``metric``."""
-    if b is None or not np.isfinite(b):
-        return a is not None and np.isfinite(a)
-    if a is None or not np.isfinite(a):
-        return False
-    return a < b if METRICS[metric] == "min" else a > b

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from . import io  # noqa: E402
 from .annotation import gene_label  # noqa: E402
-from .evaluate import METRICS  # noqa: E402
+from .loop import METRICS  # noqa: E402
 
 #: one fixed colour, marker and legend name per split, used in every figure
 SPLITS = {

@@ -308,7 +308,7 @@ def budget_decision(infos, *, round_, passed, max_rounds, settings):
     (``epochs``, ``lr``, ``seed``, ``strategy``, ``epochs_factor``, ``lr_factor``).
     """
     from . import io
-    from .rounds import round_settings
+    from .loop import round_settings
 
     dps = [io.read_json(p)["dp"] for p in infos]
     delta = float(settings["delta"])

@@ -1,73 +1,16 @@
-"""The retrain loop: settings of round r, and selection of the final model.
+"""The retrain loop's rule steps: train, evaluate and decide round r, select the model.
 
-Strategies for round r > 1:
-
-* ``warm_start``: start from round r-1's weights, train
-  ``epochs * epochs_factor^(r-1)`` epochs at ``lr * lr_factor^(r-1)``;
-* ``reseed``: train from scratch with seed ``seed + (r-1)`` (a new
-  initialisation and batch order), same epochs and learning rate.
-
-The loop ends at the first round whose decision passes, or at
-``retrain.max_rounds``; the selected model is the best round by the metric
-(ties: the earliest), which is the passing round when one passed.
+Each step reads and writes the round's files; the logic (round settings, metric
+directions, decision, selection) is :mod:`genovae.loop`, which is torch-free.
 """
 
 from __future__ import annotations
 
-import math
-
 from .errors import ConfigError
+from .loop import select_round
 
-# torch and scikit-learn are imported inside the functions that need them: the
-# Snakefile imports this module at every start (also on SLURM, twice per job)
+# torch and scikit-learn are imported inside the functions that need them
 
-STRATEGIES = ("warm_start", "reseed")
-
-
-def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_factor=1.5, lr_factor=0.5):
-    r = int(round_)
-    if r < 1:
-        raise ConfigError("round", f"rounds start at 1, got {r}")
-    if strategy not in STRATEGIES:
-        raise ConfigError("retrain.strategy", f"must be one of {STRATEGIES}, got {strategy!r}")
-    if r == 1:
-        return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed), "warm_start": False}
-    if strategy == "warm_start":
-        return {
-            "epochs": int(math.ceil(epochs * epochs_factor ** (r - 1))),
-            "lr": float(lr * lr_factor ** (r - 1)),
-            "seed": int(seed) + r - 1,
-            "warm_start": True,
-        }
-    return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed) + r - 1, "warm_start": False}
-
-
-def loop_continues(decision, round_, max_rounds):
-    """Whether another round follows ``round_`` given its decision.
-
-    A decision whose privacy block says stop (the next round would exceed
-    ``privacy.dp.total_epsilon``) ends the loop too.
-    """
-    if (decision.get("privacy") or {}).get("stop"):
-        return False
-    return (not decision["passed"]) and int(round_) < int(max_rounds)
-
-
-def select_round(decisions):
-    """Pick the best round from a list of decision dicts (each with 'round')."""
-    if not decisions:
-        raise ValueError("no rounds to select from")
-    from .evaluate import better
-
-    metric = decisions[0]["metric"]
-    best = decisions[0]
-    for d in decisions[1:]:
-        if better(d["value"], best["value"], metric):
-            best = d
-    return int(best["round"])
-
-
-# --------------------------------------------------------------- rule steps
 def train_round(
     *,
     features,
@@ -173,7 +116,7 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
     import logging
 
     from . import io
-    from .evaluate import decide
+    from .loop import decide
 
     m = io.read_json(metrics)
     decision = {"round": int(round_), **decide(m, metric, threshold), "seed": m.get("seed")}

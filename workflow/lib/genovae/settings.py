@@ -216,8 +216,8 @@ class Settings:
         }
 
     def round_training(self, round_):
-        """Epochs, learning rate, seed and warm start of one round (genovae.rounds.round_settings)."""
-        from .rounds import round_settings
+        """Epochs, learning rate, seed and warm start of one round (genovae.loop.round_settings)."""
+        from .loop import round_settings
 
         plan = self.retrain_plan()
         plan.pop("max_rounds")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import io
-from .evaluate import METRICS
+from .loop import METRICS
 from .risk import ranking_metrics
 from .verdict import build_verdict
 

@@ -1,0 +1,103 @@
+"""The retrain loop's logic: settings of round r, metric directions, decision, selection.
+
+Pure and torch-free (no numpy either): the Snakefile imports it at every start to walk
+the checkpointed rounds, and decide/select_model need nothing else. The rule steps that
+read and write the rounds' files are in :mod:`genovae.rounds`.
+
+Strategies for round r > 1:
+
+* ``warm_start``: start from round r-1's weights, train
+  ``epochs * epochs_factor^(r-1)`` epochs at ``lr * lr_factor^(r-1)``;
+* ``reseed``: train from scratch with seed ``seed + (r-1)`` (a new
+  initialisation and batch order), same epochs and learning rate.
+
+The loop ends at the first round whose decision passes, or at
+``retrain.max_rounds``; the selected model is the best round by the metric
+(ties: the earliest), which is the passing round when one passed.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: metric name -> "min" (lower is better) or "max"
+METRICS = {
+    "val_recon_mse": "min",
+    "val_r2": "max",
+    "val_loss": "min",
+    "val_kl": "min",
+    "val_active_units": "max",
+    "val_mse_ratio_pca": "min",
+}
+
+STRATEGIES = ("warm_start", "reseed")
+
+
+def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_factor=1.5, lr_factor=0.5):
+    r = int(round_)
+    if r < 1:
+        raise ValueError(f"rounds start at 1, got {r}")
+    if r == 1:
+        return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed), "warm_start": False}
+    if strategy == "warm_start":
+        return {
+            "epochs": int(math.ceil(epochs * epochs_factor ** (r - 1))),
+            "lr": float(lr * lr_factor ** (r - 1)),
+            "seed": int(seed) + r - 1,
+            "warm_start": True,
+        }
+    return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed) + r - 1, "warm_start": False}
+
+
+def loop_continues(decision, round_, max_rounds):
+    """Whether another round follows ``round_`` given its decision.
+
+    A decision whose privacy block says stop (the next round would exceed
+    ``privacy.dp.total_epsilon``) ends the loop too.
+    """
+    if (decision.get("privacy") or {}).get("stop"):
+        return False
+    return (not decision["passed"]) and int(round_) < int(max_rounds)
+
+
+def select_round(decisions):
+    """Pick the best round from a list of decision dicts (each with 'round')."""
+    if not decisions:
+        raise ValueError("no rounds to select from")
+    metric = decisions[0]["metric"]
+    best = decisions[0]
+    for d in decisions[1:]:
+        if better(d["value"], best["value"], metric):
+            best = d
+    return int(best["round"])
+
+
+def _finite(x):
+    return x is not None and math.isfinite(x)
+
+
+def decide(metrics, metric, threshold):
+    """Whether ``metrics[metric]`` meets ``threshold`` in the metric's direction."""
+    value = metrics[metric]
+    if not _finite(value):
+        passed = False
+    elif METRICS[metric] == "min":
+        passed = value <= threshold
+    else:
+        passed = value >= threshold
+    return {
+        "metric": metric,
+        "direction": "lower is better" if METRICS[metric] == "min" else "higher is better",
+        "value": value,
+        "threshold": threshold,
+        "passed": bool(passed),
+    }
+
+
+def better(a, b, metric):
+    """True if value ``a`` is strictly better than ``b`` for ``metric``."""
+    if not _finite(b):
+        return _finite(a)
+    if not _finite(a):
+        return False
+    return a < b if METRICS[metric] == "min" else a > b
