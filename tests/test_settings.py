@@ -140,3 +140,16 @@ def test_new_data_params_use_the_saved_model(tmp_path):
     model.write_bytes(b"weights")
     p = s.new_data_params(str(model), "t.json")
     assert p["model_sha256"] and p["format"] == "h5ad" and p["origins"]["expression"] == "new.h5ad"
+
+
+def test_library_defaults_are_the_schemas():
+    """train_vae states no default of its own: each is the config's (no drift possible)."""
+    import inspect
+
+    from genovae.train import train_vae
+
+    params = inspect.signature(train_vae).parameters
+    for key, default in settings.section_defaults("train").items():
+        if key in params:
+            want = str(default) if key == "precision" else default
+            assert params[key].default == want, key

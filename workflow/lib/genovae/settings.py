@@ -38,6 +38,11 @@ def schema():
         return yaml.safe_load(fh)
 
 
+def section_defaults(section):
+    """{key: default} of one config section, from the schema (library functions' defaults use it)."""
+    return {k: copy.deepcopy(v.get("default")) for k, v in schema()["properties"][section]["properties"].items()}
+
+
 # ------------------------------------------------------------------ validation
 def _validator():
     import jsonschema

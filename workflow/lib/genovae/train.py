@@ -29,6 +29,7 @@ import torch
 
 from .errors import ConfigError, TrainingError
 from .model import VAE
+from .settings import section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -256,27 +257,31 @@ def precision_plan(precision="32"):
 
 
 # ------------------------------------------------------------------ the loop
+#: the defaults of train_vae are the config's (the schema is their one source)
+_TRAIN = section_defaults("train")
+
+
 def train_vae(
     cohort,
     *,
     model_config,
-    epochs=200,
-    batch_size=64,
-    lr=1e-3,
-    weight_decay=0.0,
-    beta=1.0,
-    kl_warmup_epochs=20,
-    patience=20,
+    epochs=_TRAIN["epochs"],
+    batch_size=_TRAIN["batch_size"],
+    lr=_TRAIN["lr"],
+    weight_decay=_TRAIN["weight_decay"],
+    beta=_TRAIN["beta"],
+    kl_warmup_epochs=_TRAIN["kl_warmup_epochs"],
+    patience=_TRAIN["patience"],
     min_delta=0.0,
-    seed=1,
-    device="auto",
+    seed=_TRAIN["seed"],
+    device=_TRAIN["device"],
     threads=1,
-    deterministic=True,
+    deterministic=_TRAIN["deterministic"],
     init_state=None,
     progress=None,
     checkpoint=None,
-    checkpoint_every=10,
-    precision="32",
+    checkpoint_every=_TRAIN["checkpoint_every"],
+    precision=str(_TRAIN["precision"]),
     plan=None,
 ):
     """Train a VAE on ``cohort``'s train split with early stopping on val loss.
