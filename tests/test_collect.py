@@ -516,3 +516,18 @@ def test_split_seed_is_not_a_split(inputs):
     cond = ["B" if s in ("S01", "S02", "S03") else "A" for s in inputs.sheet.sample_id]
     inputs.write_sheet(inputs.sheet.assign(condition=cond))
     inputs.run(split={"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1})
+
+
+@pytest.mark.parametrize(
+    "na, expected",
+    [("empty", ["NA", None, "x"]), ("none", ["NA", "", "x"]), ("pandas", [None, None, "x"])],
+)
+def test_sample_sheet_reader_treats_cells_as_asked(tmp_path, na, expected):
+    """io.read_sample_sheet reads collect's samples.tsv: text only; which cells are missing is explicit."""
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample_id\tnote\n001\tNA\n002\t\n003\tx\n")
+    sheet = io.read_sample_sheet(path, na=na)
+    assert sheet["sample_id"].tolist() == ["001", "002", "003"]
+    assert [None if pd.isna(v) else v for v in sheet["note"]] == expected
+    with pytest.raises(ValueError, match="na must be one of"):
+        io.read_sample_sheet(path, na="all")

@@ -14,16 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genovae import collect as gcollect
 from genovae import io
 from genovae import preprocess as gpre
+from genovae.sources import table as gtable
 from genovae.errors import InputError
 from test_collect import GENES, SAMPLES, SHEET_ORDER, Inputs, make_matrix
 
 
 @pytest.fixture
 def inputs(tmp_path, monkeypatch):
-    monkeypatch.setattr(gcollect, "COLUMN_BLOCK", 3)
+    monkeypatch.setattr(gtable, "COLUMN_BLOCK", 3)
     monkeypatch.setattr(io, "COLUMN_CHUNK", 3)
     d = Inputs(tmp_path)
     d.write_sheet()

@@ -107,6 +107,45 @@ def test_geo_url_is_built_from_the_accession():
     assert sources.resolve_format("auto", sources.geo_series_url("GSE1")) == "geo"
 
 
+
+def test_import_is_light():
+    """The Snakefile imports genovae.sources at every start: the readers (pandas) load on first use."""
+    import subprocess
+    import sys
+
+    lib = Path(__file__).resolve().parent.parent / "workflow" / "lib"
+    code = (
+        f"import sys; sys.path.insert(0, {str(lib)!r}); import genovae.sources as s; "
+        "assert 'pandas' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'; "
+        "assert s.carries_sample_sheet(s.resolve_format('auto', 'x.h5ad')); "
+        "assert s.read_source.__module__ == 'genovae.sources.read'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("orientation", ["samples_by_genes", "genes_by_samples"])
+def test_read_source_reads_plain_tables_as_laid_out(tmp_path, orientation):
+    df = pd.DataFrame(COUNTS, index=PROBES, columns=GSM)  # genes x samples
+    if orientation == "samples_by_genes":
+        df = df.T
+    path = tmp_path / "m.tsv.gz"
+    path.write_bytes(gzip.compress(df.to_csv(sep="\t").encode()))
+    assert sources.detect_format(path) == "table"
+    source = sources.read_source(path, "table", orientation=orientation)
+    assert source.layout == orientation and source.parser == "delimited-text" and source.sheet is None
+    pd.testing.assert_frame_equal(source.values, df.astype(np.float64), check_names=False)
+
+
+def test_open_text_reads_plain_and_gzip_by_content(tmp_path):
+    (tmp_path / "plain.txt").write_text("a\tb\n")
+    (tmp_path / "packed.txt").write_bytes(gzip.compress(b"a\tb\n"))  # gzip without .gz: found by its bytes
+    for name in ("plain.txt", "packed.txt"):
+        with io.open_text(tmp_path / name) as fh:
+            assert fh.readline() == "a\tb\n"
+    with pytest.raises(OSError):  # decided by the name, as pandas decides
+        with io.open_text(tmp_path / "plain.txt", gzipped=True) as fh:
+            fh.readline()
+
 def test_geo_series_matrix_gives_matrix_and_sample_sheet(tmp_path):
     path = write_geo(tmp_path)
     assert sources.detect_format(path) == "geo"

@@ -99,7 +99,7 @@ def apply_model(
     t = Transform.load(transform)
     cohort = load_cohort(features, split, matrix, vae.likelihood)
     latent, errors = latent_table(vae, cohort, t)
-    annotation = pd.read_csv(genes, sep="\t", dtype=str, keep_default_na=False).set_index("gene")
+    annotation = io.read_gene_table(genes, na="none").set_index("gene")
     risk, dims = rank_genes(vae, cohort, t, case=case, control=control, latent_fdr=latent_fdr, annotation=annotation)
     pca = fit_pca(cohort, vae.config["latent_dim"])  # once for the three uses below
     test = {

@@ -5,6 +5,11 @@ validated sample sheet in the same order, the gene annotation, and a manifest
 with the sha256 of every input. Every problem stops with an
 :class:`~genovae.errors.InputError` that names the file and the problem; no
 output is written until all checks pass.
+
+Files are read by :mod:`genovae.sources` (every format, one entry point:
+:func:`~genovae.sources.read_source`); this module checks checksums, matches
+the matrix to the sample sheet, checks the values and the condition, and
+writes the outputs and the manifest.
 """
 
 from __future__ import annotations
@@ -18,180 +23,14 @@ import pandas as pd
 
 from . import io, pseudonym, sources
 from .errors import ConfigError, InputError
+from .sources.common import preview
+from .sources.table import COLUMN_BLOCK, parser_name, read_genes, read_samples
 
 log = logging.getLogger(__name__)
 
 VALUE_TYPES = ("counts", "intensity", "log")
 ORIENTATIONS = ("samples_by_genes", "genes_by_samples")
 SPLITS = ("train", "val", "test")
-NA_TOKENS = {"na", "nan", "n/a", "#n/a", "null"}
-
-
-def _preview(items, n=5):
-    items = [str(i) for i in items]
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(repr(i) for i in items[:n]) + more
-
-
-def _header_names(path):
-    """Column names as written in a text file's header (pandas renames duplicates)."""
-    kind, sep = io.table_format(path)
-    if kind != "text":
-        return None
-    import gzip
-
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        return fh.readline().rstrip("\r\n").split(sep)
-
-
-def _check_row_lengths(path, n_header):
-    """pandas pads short rows with missing values; name the first short row instead."""
-    _, sep = io.table_format(path)
-    import gzip
-
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    expected = None
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        next(fh)
-        for lineno, line in enumerate(fh, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            n = len(line.split(sep))
-            if expected is None:
-                # an R-style header has one name fewer than the rows have fields
-                expected = n if n == n_header + 1 else n_header
-            if n < expected:
-                raise InputError(
-                    path,
-                    f"rows have different numbers of fields: line {lineno} has {n}, "
-                    f"expected {expected} as in the header",
-                )
-
-
-def _duplicates(values):
-    s = pd.Series(list(values))
-    return list(dict.fromkeys(s[s.duplicated()].tolist()))
-
-
-def read_expression(path, orientation="samples_by_genes"):
-    """Read and check an expression matrix; return samples x genes float64 frame."""
-    # read_table checks the file itself (missing, unreadable, gzip, delimiter) first;
-    # ids in the first column stay text, so '001' is not read as 1
-    fast = _read_numeric_parquet(path) if io.table_format(path)[0] == "parquet" else None
-    if fast is not None:
-        df, value_problem = fast
-    else:
-        df = io.read_table(path, index_col=0, dtype={0: str})
-    header = _header_names(path)
-    if header is not None:
-        # an R-style header has no name for the id column
-        names = header[1:] if len(header) == df.shape[1] + 1 else header
-        dups = _duplicates(names)
-        if dups:
-            what = "gene" if orientation == "samples_by_genes" else "sample"
-            raise InputError(path, f"duplicate {what} ids in the header: {_preview(dups)}")
-    if df.shape[1] == 0:
-        raise InputError(path, "has only one column: no expression values (is the delimiter right?)")
-    if df.shape[0] == 0:
-        raise InputError(path, "has a header but no data rows")
-    row_what = "sample" if orientation == "samples_by_genes" else "gene"
-    if df.index.isna().any() or (df.index.astype(str).str.strip() == "").any():
-        raise InputError(path, f"some rows have an empty {row_what} id in the first column")
-    df.index = df.index.astype(str)
-    df.columns = df.columns.astype(str)
-    dups = _duplicates(df.index)
-    if dups:
-        raise InputError(path, f"duplicate {row_what} ids in the first column: {_preview(dups)}")
-    if header is not None and df.isna().to_numpy().any():
-        _check_row_lengths(path, len(header))
-    if fast is None:
-        df = _to_numeric(df, path)
-    elif value_problem is not None:
-        raise value_problem(df.index, df.columns)
-    if orientation == "genes_by_samples":
-        df = df.T
-    return df
-
-
-#: columns converted at a time when a wide Parquet matrix is read or checked
-COLUMN_BLOCK = 512
-
-
-def _read_numeric_parquet(path):
-    """Read an all-numeric Parquet matrix column-chunked into one float32 array.
-
-    Returns (frame, problem): ``frame`` is a float32 DataFrame (row ids from the
-    pandas index or the first column, as :func:`io.read_table` gives them) backed by
-    one column-major array, so peak memory is the matrix plus one chunk of
-    columns (no float64 copy); ``problem`` is None or a function of (row ids,
-    column ids) that makes the missing/infinite-value error of :func:`_to_numeric`,
-    raised by the caller after the id checks, in the same order as before. Returns
-    None for files that need pandas (non-numeric columns, several index columns,
-    duplicate names): those take the general path and its messages.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    io._check_readable(path)
-    try:
-        pf = pq.ParquetFile(path)
-        schema = pf.schema_arrow
-    except Exception as exc:  # pyarrow raises many types
-        raise InputError(path, f"cannot be read as Parquet ({exc})")
-    meta = schema.pandas_metadata or {}
-    index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
-    names = schema.names
-    if len(index_cols) > 1 or len(names) < 2 or len(set(names)) != len(names):
-        return None
-    id_col = index_cols[0] if index_cols else names[0]
-    value_names = [c for c in names if c != id_col]
-    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
-    if not all(any(f(schema.field(c).type) for f in numeric) for c in value_names):
-        return None
-    id_name = next((c.get("name") for c in meta.get("columns", []) if c.get("field_name") == id_col), id_col)
-    try:
-        ids = pf.read(columns=[id_col]).column(0).to_pandas()
-        n = len(ids)
-        values = np.empty((n, len(value_names)), dtype=np.float32, order="F")
-        nan_count = inf_count = 0
-        nan_first = inf_first = None
-        for j in range(0, len(value_names), COLUMN_BLOCK):
-            chunk = pf.read(columns=value_names[j : j + COLUMN_BLOCK], use_threads=False)
-            for k, col in enumerate(chunk.columns):
-                a = col.to_numpy()
-                if a.dtype.kind == "f":
-                    nan, inf = np.isnan(a), np.isinf(a)
-                    if nan.any():
-                        nan_count += int(nan.sum())
-                        cell = (int(np.argmax(nan)), j + k)
-                        nan_first = cell if nan_first is None else min(nan_first, cell)
-                    if inf.any():
-                        inf_count += int(inf.sum())
-                        cell = (int(np.argmax(inf)), j + k)
-                        inf_first = cell if inf_first is None else min(inf_first, cell)
-                values[:, j + k] = a
-            del chunk
-            io.release_arrow_memory()
-    except Exception as exc:
-        raise InputError(path, f"cannot be read as Parquet ({exc})")
-    df = pd.DataFrame(values, index=pd.Index(ids, name=id_name), columns=pd.Index(value_names, dtype=object),
-                      copy=False)
-    problem = None
-    if nan_count:
-        def problem(rows, cols, r=nan_first[0], c=nan_first[1], count=nan_count):
-            return InputError(
-                path,
-                f"{count} missing values (empty or NA), first in row {rows[r]!r}, "
-                f"column {cols[c]!r}; impute or remove them before running genovae",
-            )
-    elif inf_count:
-        def problem(rows, cols, r=inf_first[0], c=inf_first[1], count=inf_count):
-            return InputError(
-                path, f"{count} infinite values, first in row {rows[r]!r}, column {cols[c]!r}"
-            )
-    return df, problem
 
 
 def _first_cell(values, test, block=COLUMN_BLOCK):
@@ -204,59 +43,6 @@ def _first_cell(values, test, block=COLUMN_BLOCK):
             cell = (int(rows[0]), j + int(np.flatnonzero(hit[rows[0]])[0]))
             first = cell if first is None else min(first, cell)
     return first
-
-
-def _to_numeric(df, path):
-    bad_cols = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    for c in bad_cols:
-        conv = pd.to_numeric(df[c], errors="coerce")
-        # 'NA', 'NaN', ... are missing values, reported as such below
-        na_token = df[c].astype(str).str.strip().str.lower().isin(NA_TOKENS)
-        bad = conv.isna() & df[c].notna() & ~na_token
-        if bad.any():
-            row = bad.idxmax()
-            raise InputError(
-                path,
-                f"non-numeric value {df.at[row, c]!r} in row {row!r}, column {c!r}"
-                f" ({int(bad.sum())} such cells in that column)",
-            )
-        df[c] = conv
-    values = df.to_numpy(dtype=np.float64, copy=False)
-    nan = np.isnan(values)
-    if nan.any():
-        r, c = np.argwhere(nan)[0]
-        raise InputError(
-            path,
-            f"{int(nan.sum())} missing values (empty or NA), first in row {df.index[r]!r}, "
-            f"column {df.columns[c]!r}; impute or remove them before running genovae",
-        )
-    inf = np.isinf(values)
-    if inf.any():
-        r, c = np.argwhere(inf)[0]
-        raise InputError(
-            path,
-            f"{int(inf.sum())} infinite values, first in row {df.index[r]!r}, column {df.columns[c]!r}",
-        )
-    return pd.DataFrame(values, index=df.index, columns=df.columns)
-
-
-def read_samples(path, id_column="sample_id"):
-    """Read a sample sheet (all columns as text)."""
-    df = io.read_table(path, dtype=str)
-    if df.shape[0] == 0:
-        raise InputError(path, "sample sheet has a header but no samples")
-    if id_column not in df.columns:
-        raise InputError(
-            path,
-            f"sample sheet has no '{id_column}' column (columns: {_preview(df.columns, 10)})",
-        )
-    ids = df[id_column]
-    if ids.isna().any() or (ids.str.strip() == "").any():
-        raise InputError(path, f"some rows have an empty '{id_column}'")
-    dups = _duplicates(ids)
-    if dups:
-        raise InputError(path, f"duplicate sample ids in '{id_column}': {_preview(dups)}")
-    return df.set_index(id_column, drop=False)
 
 
 def match_samples(matrix, sheet, expression_path, samples_path, orientation):
@@ -276,13 +62,13 @@ def match_samples(matrix, sheet, expression_path, samples_path, orientation):
         raise InputError(
             samples_path,
             f"{len(missing)} sample(s) of the sample sheet are not in {expression_path}: "
-            f"{_preview(missing)}",
+            f"{preview(missing)}",
         )
     if extra:
         raise InputError(
             expression_path,
             f"{len(extra)} sample(s) of the matrix are not in the sample sheet {samples_path}: "
-            f"{_preview(extra)}",
+            f"{preview(extra)}",
         )
     if matrix.index.equals(sheet.index):
         return matrix  # already in the sheet's order: no copy of a large matrix
@@ -318,7 +104,7 @@ def drop_empty(matrix, value_type, path, warnings):
     zero_samples = ~values.any(axis=1)
     if zero_samples.any():
         dropped = matrix.index[zero_samples].tolist()
-        msg = f"{path}: dropped {len(dropped)} sample(s) whose values are all zero: {_preview(dropped)}"
+        msg = f"{path}: dropped {len(dropped)} sample(s) whose values are all zero: {preview(dropped)}"
         log.warning(msg)
         warnings.append(msg)
         matrix = matrix.loc[~zero_samples]
@@ -339,7 +125,7 @@ def check_condition(sheet, condition, case, control, min_per_group, path):
     if condition not in sheet.columns:
         raise InputError(
             path,
-            f"has no column '{condition}' (analysis.condition); columns: {_preview(sheet.columns, 10)}",
+            f"has no column '{condition}' (analysis.condition); columns: {preview(sheet.columns, 10)}",
         )
     values = sheet[condition]
     empty = values.isna() | (values.str.strip() == "")
@@ -347,20 +133,20 @@ def check_condition(sheet, condition, case, control, min_per_group, path):
         raise InputError(
             path,
             f"column '{condition}' is empty for {int(empty.sum())} sample(s): "
-            f"{_preview(sheet.index[empty])}",
+            f"{preview(sheet.index[empty])}",
         )
     counts = values.value_counts()
     if len(counts) < 2:
         raise InputError(
             path,
-            f"column '{condition}' has only one group ({_preview(counts.index)}); "
+            f"column '{condition}' has only one group ({preview(counts.index)}); "
             f"a contrast needs at least two",
         )
     for key, level in (("analysis.case", case), ("analysis.control", control)):
         if level is not None and level not in counts.index:
             raise ConfigError(
                 key, f"{level!r} is not a value of column '{condition}' in {path} "
-                f"(values: {_preview(counts.index, 10)})",
+                f"(values: {preview(counts.index, 10)})",
             )
     small = counts[counts < min_per_group]
     if len(small):
@@ -371,22 +157,6 @@ def check_condition(sheet, condition, case, control, min_per_group, path):
             + ", ".join(f"{k!r} has {v}" for k, v in small.items()),
         )
     return counts
-
-
-def read_genes(path, genes):
-    """Optional gene annotation: first column = gene id as in the matrix."""
-    ann = io.read_table(path, dtype=str)
-    if ann.shape[1] < 1 or ann.shape[0] == 0:
-        raise InputError(path, "gene annotation has no rows")
-    key = ann.columns[0]
-    ann = ann.drop_duplicates(subset=key).set_index(key)
-    ann.index = ann.index.astype(str)
-    covered = ann.index.intersection(genes)
-    if len(covered) == 0:
-        raise InputError(path, f"none of its ids (first column '{key}') are genes of the matrix")
-    out = ann.reindex(genes)
-    out.index.name = "gene"
-    return out
 
 
 def min_group_size(split_fractions):
@@ -462,9 +232,9 @@ def collect(
     origins = {k: v for k, v in (origins or {}).items() if v}
     inputs = [_describe(expression, "expression", source.parser, origins, expected)]
     if samples:
-        inputs.append(_describe(samples, "samples", _parser(samples), origins, expected))
+        inputs.append(_describe(samples, "samples", parser_name(samples), origins, expected))
     if genes:
-        inputs.append(_describe(genes, "genes", _parser(genes), origins, expected))
+        inputs.append(_describe(genes, "genes", parser_name(genes), origins, expected))
     manifest = {
         "inputs": inputs,
         "format": fmt,
@@ -507,7 +277,7 @@ def read_inputs(
     notes = []
     expected = sources.expected_sha256(sha256)
     _verify_checksums(files, expected, origins)
-    io._check_readable(expression)
+    io.check_readable(expression)
     fmt = sources.detect_format(expression, format)
     if layer is not None and fmt != "h5ad":
         raise ConfigError(f"{section}.layer", f"only applies to .h5ad input; {expression} is read as '{fmt}'")
@@ -516,17 +286,13 @@ def read_inputs(
             "data.value_type",
             f"{expression} is a featureCounts table of raw counts: set data.value_type: counts",
         )
-    if fmt == "table":
-        raw = read_expression(expression, orientation)
-        source = sources.Source(values=raw, parser=_parser(expression), layout=orientation)
-    else:
-        source = sources.read_source(expression, fmt, layer)
-        notes.extend(source.notes)
-        raw = _to_numeric(source.values, expression)
-        if source.layout == "genes_by_samples":
-            raw = raw.T
-        if source.round_counts and value_type == "counts":
-            raw = sources.round_estimated_counts(raw, expression, notes)
+    source = sources.read_source(expression, fmt, layer, orientation)
+    notes.extend(source.notes)
+    raw = source.values
+    if source.layout == "genes_by_samples":
+        raw = raw.T
+    if source.round_counts and value_type == "counts":
+        raw = sources.round_estimated_counts(raw, expression, notes)
     if samples:
         sheet, sheet_path = read_samples(samples, sample_id_column), samples
     elif source.sheet is not None:
@@ -550,7 +316,7 @@ def _verify_checksums(files, expected, origins):
             raise ConfigError("data.sha256", f"has a sum for '{role}' but data.{role} is not set")
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ConfigError("data.sha256", f"'{role}': {digest!r} is not a sha256 (64 hex digits)")
-        io._check_readable(path)
+        io.check_readable(path)
         origin = origins.get(role)
         sources.verify_sha256(path, digest, origin=origin, discard=sources.is_url(origin))
         log.info("%s: sha256 %s as expected", origin or path, digest)
@@ -564,11 +330,6 @@ def _restore_file_names(raw, sheet, renamed):
     if not ids & set(raw.index) and ids & set(renamed.values()):
         raw = raw.rename(index=renamed)
     return raw
-
-
-def _parser(path):
-    kind, _ = io.table_format(path)
-    return "parquet" if kind == "parquet" else "delimited-text"
 
 
 def _describe(path, role, parser, origins=None, expected=None):

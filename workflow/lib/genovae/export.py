@@ -46,11 +46,6 @@ MODELLED = "genovae_modelled"
 SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene"))
 
 
-def _read_tsv(path):
-    return pd.read_csv(path, sep="\t", dtype={"sample_id": str, "gene": str, "condition": str},
-                       keep_default_na=False, na_values=[""])
-
-
 _INTEGER = re.compile(r"[+-]?\d+")
 _LEADING_ZERO = re.compile(r"[+-]?0\d")
 
@@ -128,12 +123,12 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     """
     X = io.read_matrix(matrix)
     samples_index, genes_index = X.index, X.columns
-    lat = _read_tsv(latent).set_index("sample_id")
-    err = _read_tsv(errors).set_index("sample_id")
+    lat = io.read_latent(latent).set_index("sample_id")
+    err = io.read_reconstruction_errors(errors).set_index("sample_id")
     missing = [s for s in samples_index if s not in lat.index]
     if missing:
         raise ValueError(f"{latent} lacks {len(missing)} samples of {matrix}, e.g. {missing[:3]}")
-    sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    sheet = io.read_sample_sheet(samples)
     sheet = sheet.set_index(sheet["sample_id"].astype(str))
     sheet = sheet.drop(columns="sample_id").reindex(samples_index)
     if condition is not None:
@@ -148,7 +143,7 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     obs["genovae_reconstruction_mse"] = (
         pd.to_numeric(err["reconstruction_mse"], errors="coerce").reindex(samples_index).to_numpy()
     )
-    annotation = pd.read_csv(genes, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    annotation = io.read_gene_table(genes)
     annotation = annotation.set_index(annotation.columns[0])
     annotation.index = annotation.index.astype(str)
     var = annotation.reindex(genes_index)
@@ -160,7 +155,7 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
         if len(unknown):
             raise ValueError(f"{features} has {len(unknown)} genes that {matrix} lacks, e.g. {list(unknown[:3])}")
         var[MODELLED] = genes_index.isin(modelled)
-    risk_table = _read_tsv(risk)
+    risk_table = io.read_risk(risk)
     scores = gene_scores(risk_table, genes_index)
     var = pd.concat([var, scores.set_axis(var.index)], axis=1)
     summ = io.read_json(summary)

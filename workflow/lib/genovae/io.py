@@ -1,9 +1,14 @@
 """Reading tables and writing outputs atomically.
 
 Readers accept TSV/CSV/TXT (optionally gzip-compressed) and Parquet. Every
-failure is turned into an :class:`~genovae.errors.InputError` naming the file.
-Writers write to a temporary file in the destination folder and rename it into
-place, so a killed job never leaves a plausible partial file.
+failure is turned into an :class:`~genovae.errors.InputError` naming the file
+(:func:`check_readable`, :func:`read_errors`). :func:`open_text` is the one way
+text files, plain or gzip-compressed, are opened. The workflow's own
+intermediate tables have one reader each (:func:`read_sample_sheet`,
+:func:`read_gene_table`, :func:`read_split`, :func:`read_latent`,
+:func:`read_reconstruction_errors`, :func:`read_risk`). Writers write to a
+temporary file in the destination folder and rename it into place, so a killed
+job never leaves a plausible partial file.
 """
 
 from __future__ import annotations
@@ -55,7 +60,27 @@ def sha256sum(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def _check_readable(path):
+def compressed_by_name(path):
+    """Whether the file name ends in .gz (how pandas decides to decompress a table)."""
+    return _suffixes(path)[1]
+
+
+def open_text(path, gzipped=None):
+    """Open a text file for reading, plain or gzip-compressed (UTF-8, undecodable bytes replaced).
+
+    A gzip file is recognised by its first two bytes. ``gzipped`` decides instead where the
+    text must be what pandas reads, which decides by the name (:func:`compressed_by_name`).
+    """
+    if gzipped is None:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def check_readable(path):
+    """The path is a readable, non-empty file; else an InputError that says what it is instead."""
     p = Path(path)
     if not p.exists():
         raise InputError(path, "file not found")
@@ -69,9 +94,8 @@ def _check_readable(path):
 
 def _sniff_text(path, sep):
     """Read the first line and catch a wrong delimiter before pandas does."""
-    opener = gzip.open if _suffixes(path)[1] else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with open_text(path, gzipped=compressed_by_name(path)) as fh:
             first = fh.readline()
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
@@ -88,9 +112,28 @@ def _sniff_text(path, sep):
         )
 
 
+@contextlib.contextmanager
+def read_errors(path, empty):
+    """Turn pandas' failures to parse a text table into an InputError naming ``path``.
+
+    ``empty`` is the problem stated when the file has no header (pandas' EmptyDataError).
+    """
+    try:
+        yield
+    except pd.errors.ParserError as exc:
+        msg = str(exc).strip().splitlines()[-1]
+        raise InputError(path, f"rows have different numbers of fields ({msg})")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not UTF-8 text ({exc.reason}); is it a binary file?")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, empty)
+
+
 def read_table(path, index_col=None, dtype=None):
     """Read a TSV/CSV(.gz) or Parquet table as strings unless ``dtype`` says otherwise."""
-    _check_readable(path)
+    check_readable(path)
     kind, sep = table_format(path)
     if kind == "parquet":
         try:
@@ -103,27 +146,65 @@ def read_table(path, index_col=None, dtype=None):
         return df
     _sniff_text(path, sep)
     try:
-        return pd.read_csv(
-            path,
-            sep=sep,
-            index_col=index_col,
-            dtype=dtype,
-            keep_default_na=False,
-            na_values=[""],
-            comment=None,
-            low_memory=False,
-        )
-    except pd.errors.ParserError as exc:
-        msg = str(exc).strip().splitlines()[-1]
-        raise InputError(path, f"rows have different numbers of fields ({msg})")
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"is not UTF-8 text ({exc.reason}); is it a binary file?")
-    except pd.errors.EmptyDataError:
-        raise InputError(path, "file has no columns")
-    except OSError as exc:
+        with read_errors(path, empty="file has no columns"):
+            return pd.read_csv(
+                path,
+                sep=sep,
+                index_col=index_col,
+                dtype=dtype,
+                keep_default_na=False,
+                na_values=[""],
+                comment=None,
+                low_memory=False,
+            )
+    except OSError as exc:  # not a gzip problem: read_errors has named those
         raise InputError(path, f"cannot be read ({exc})")
+
+
+# ---------------------------------------------------------------- the workflow's own tables
+#: how a reader below treats cells: "empty" -> only empty cells are missing (NaN), "NA" stays text;
+#: "none" -> nothing is missing, empty cells are ""; "pandas" -> pandas' defaults (empty, NA, NaN, ...)
+NA_MODES = ("empty", "none", "pandas")
+
+
+def _read_own_tsv(path, dtype, na):
+    if na not in NA_MODES:
+        raise ValueError(f"na must be one of {NA_MODES}, not {na!r}")
+    if na == "pandas":
+        return pd.read_csv(path, sep="\t", dtype=dtype)
+    if na == "none":
+        return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False)
+    return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False, na_values=[""])
+
+
+def read_sample_sheet(path, na="empty"):
+    """``results/{run}/data/samples.tsv`` (collect's sample sheet): every column as text."""
+    return _read_own_tsv(path, str, na)
+
+
+def read_gene_table(path, na="empty"):
+    """``results/{run}/data/genes.tsv`` (collect's gene annotation, first column ``gene``): every column as text."""
+    return _read_own_tsv(path, str, na)
+
+
+def read_split(path, na="pandas"):
+    """``results/{run}/preprocess/split.tsv``: sample_id, split and condition as text, library_size a number."""
+    return _read_own_tsv(path, {"sample_id": str, "split": str, "condition": str}, na)
+
+
+def read_latent(path, na="empty"):
+    """``latent.tsv``: sample_id, split and condition as text, the latent means z1..zK as numbers."""
+    return _read_own_tsv(path, {"sample_id": str, "split": str, "condition": str}, na)
+
+
+def read_reconstruction_errors(path, na="empty"):
+    """``reconstruction_error.tsv``: sample_id, split and condition as text, reconstruction_mse a number."""
+    return _read_own_tsv(path, {"sample_id": str, "split": str, "condition": str}, na)
+
+
+def read_risk(path, na="empty"):
+    """``risk_genes.tsv``: gene ids as text; scores as numbers; annotation columns as pandas reads them."""
+    return _read_own_tsv(path, {"gene": str}, na)
 
 
 # ---------------------------------------------------------------- writing

@@ -166,7 +166,7 @@ def render_overview(*, summary, rounds, risk, labels, out_html, out_landing=None
     """
     s = io.read_json(summary)
     rounds_df = pd.read_csv(rounds, sep="\t")
-    risk_df = pd.read_csv(risk, sep="\t", dtype={"gene": str}, keep_default_na=False, na_values=[""])
+    risk_df = io.read_risk(risk)
     labels_df = pd.read_csv(labels, sep="\t")
     title = f"<h2 style='margin:4px 0'>genovae run '{_e(s['run'])}'</h2>"
     head = [_verdict_html(s), _headline_html(s, risk_df, top_genes)]

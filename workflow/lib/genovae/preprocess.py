@@ -281,9 +281,7 @@ def preprocess(
     **transform_kwargs,
 ):
     matrix = io.read_matrix(matrix_path)
-    sheet = pd.read_csv(samples_path, sep="\t", dtype=str, keep_default_na=False).set_index(
-        "sample_id", drop=False
-    )
+    sheet = io.read_sample_sheet(samples_path, na="none").set_index("sample_id", drop=False)
     sheet = sheet.loc[matrix.index]
     assignment = stratified_split(sheet[condition], split, seed)
     train_mask = (assignment == "train").to_numpy()
