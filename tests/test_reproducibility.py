@@ -30,7 +30,7 @@ def tiny_file_config(workdir):
                    "samples": str(src.relative_to(workdir) / "samples.tsv"), "value_type": "log",
                    "log_base": "e"}
     cfg["analysis"] = {"condition": "tumour_type"}
-    cfg["retrain"] = {"metric": "val_r2", "threshold": 2.0, "max_rounds": 2}
+    cfg["retrain"] = {"metric": "val_r2", "threshold": 2.0, "max_rounds": 2, "stop_without_improvement": False}
     cfg["preprocess"] = {"n_top_genes": 100}
     return cfg
 

@@ -458,3 +458,22 @@ def test_coerced_config_validates(schema):
     bad = coerce_types({"model": {"latent_dim": "x"}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def _d(value, passed=False, metric="val_mse_ratio_pca", **kw):
+    return {"metric": metric, "value": value, "passed": passed, **kw}
+
+
+def test_loop_stops_when_a_round_does_not_improve():
+    from genovae.loop import walk_rounds
+
+    # lower is better: round 2 is worse than round 1 -> no round 3
+    assert walk_rounds([_d(1.10), _d(1.12)], 5) == (2, "round 2 did not improve on the best round before it")
+    assert walk_rounds([_d(1.10), _d(1.05), _d(1.04)], 3) == (3, "max_rounds")
+    assert walk_rounds([_d(1.10), _d(1.01, passed=True)], 5) == (2, "passed")
+    # switched off: every round up to max_rounds
+    assert walk_rounds([_d(1.10), _d(1.12), _d(1.2)], 3, stop_without_improvement=False) == (3, "max_rounds")
+    # higher is better
+    assert walk_rounds([_d(0.3, metric="val_r2"), _d(0.2, metric="val_r2")], 5)[0] == 2
+    assert loop_continues(_d(1.05), 2, 5, best_before=1.10) is True
+    assert loop_continues(_d(1.10), 2, 5, best_before=1.10) is False  # equal is no improvement

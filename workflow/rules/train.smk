@@ -99,5 +99,6 @@ rule select_model:
     params:
         decide=S.decide_params(),
         max_rounds=S.retrain.max_rounds,
+        stop_without_improvement=S.retrain.stop_without_improvement,
     script:
         "../scripts/select_model.py"

@@ -13,6 +13,7 @@ def step(sm, _log):
         out_selection=sm.output.selection,
         out_rounds=sm.output.rounds,
         max_rounds=sm.params.max_rounds,
+        stop_without_improvement=sm.params.stop_without_improvement,
         **sm.params.decide,
     )
 

@@ -49,15 +49,43 @@ def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_fa
     return {"epochs": int(epochs), "lr": float(lr), "seed": int(seed) + r - 1, "warm_start": False}
 
 
-def loop_continues(decision, round_, max_rounds):
+def loop_continues(decision, round_, max_rounds, best_before=None):
     """Whether another round follows ``round_`` given its decision.
 
     A decision whose privacy block says stop (the next round would exceed
-    ``privacy.dp.total_epsilon``) ends the loop too.
+    ``privacy.dp.total_epsilon``) ends the loop too; so does, with ``best_before``
+    (the best value of the rounds before, when ``retrain.stop_without_improvement``),
+    a round that is not better than it: another round of the same recipe rarely helps.
     """
     if (decision.get("privacy") or {}).get("stop"):
         return False
+    if best_before is not None and not better(decision["value"], best_before, decision["metric"]):
+        return False
     return (not decision["passed"]) and int(round_) < int(max_rounds)
+
+
+def walk_rounds(decisions, max_rounds, stop_without_improvement=True):
+    """(rounds that run, why the loop stopped) for decisions of rounds 1, 2, ... in order.
+
+    The same walk as the Snakefile's over the checkpoints: the loop ends at a passing round,
+    at ``max_rounds``, when the privacy budget says stop, or (``stop_without_improvement``)
+    at a round no better than the best before it.
+    """
+    best = None
+    for i, d in enumerate(decisions):
+        r = i + 1
+        if not loop_continues(d, r, max_rounds, best if stop_without_improvement else None):
+            if d["passed"]:
+                reason = "passed"
+            elif (d.get("privacy") or {}).get("stop"):
+                reason = "privacy budget"
+            elif r >= int(max_rounds):
+                reason = "max_rounds"
+            else:
+                reason = f"round {r} did not improve on the best round before it"
+            return r, reason
+        best = d["value"] if best is None or better(d["value"], best, d["metric"]) else best
+    return len(decisions), None
 
 
 def select_round(decisions):

@@ -7,7 +7,7 @@ directions, decision, selection) is :mod:`genovae.loop`, which is torch-free.
 from __future__ import annotations
 
 from .errors import ConfigError
-from .loop import select_round
+from .loop import select_round, walk_rounds
 
 # torch and scikit-learn are imported inside the functions that need them
 
@@ -45,7 +45,10 @@ def train_round(
     if warm and previous:
         blob = torch.load(previous, map_location="cpu", weights_only=True)
         init_state = blob["state_dict"]
-        log.info("round %d warm-starts from %s", round_, previous)
+        # the weights are trained already: annealing the KL term from zero again would undo the
+        # regularisation the previous round reached (its rounds stopped early 20-47 epochs in)
+        cfg["kl_warmup_epochs"] = 0
+        log.info("round %d warm-starts from %s (no KL warm-up)", round_, previous)
     cohort = load_cohort(features, split, matrix, model_config["likelihood"])
     # kept beside the outputs (not an output itself, so Snakemake leaves it after a
     # killed job): a rerun with --rerun-incomplete resumes from it
@@ -143,7 +146,10 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
     return decision
 
 
-def select_model(*, decisions, models, out_model, out_selection, out_rounds, metric, threshold, max_rounds):
+def select_model(
+    *, decisions, models, out_model, out_selection, out_rounds, metric, threshold, max_rounds,
+    stop_without_improvement=True,
+):
     import shutil
 
     import pandas as pd
@@ -162,6 +168,7 @@ def select_model(*, decisions, models, out_model, out_selection, out_rounds, met
         shutil.copyfile(src, tmp)
     blob = torch.load(src, map_location="cpu", weights_only=True)
     met = any(d["passed"] for d in ds)
+    _, stop = walk_rounds(ds, max_rounds, stop_without_improvement)
     selection = {
         "metric": metric,
         "threshold": threshold,
@@ -169,6 +176,8 @@ def select_model(*, decisions, models, out_model, out_selection, out_rounds, met
         "rounds_run": len(ds),
         "selected_round": selected,
         "threshold_met": met,
+        # why the loop ended before max_rounds without passing (None: it passed or ran them all)
+        "loop_stop_reason": None if stop in (None, "passed", "max_rounds") else stop,
         "rounds": [
             {
                 **{k: d.get(k) for k in ("round", "metric", "value", "passed", "seed")},

@@ -65,6 +65,8 @@ def summarize(
     }
     if summary["privacy"]["dp"].get("stop_reason"):
         summary["loop_stop_reason"] = summary["privacy"]["dp"]["stop_reason"]
+    elif sel.get("loop_stop_reason"):
+        summary["loop_stop_reason"] = sel["loop_stop_reason"]
     by_round = {int(m["round"]): m for m in map(io.read_json, round_metrics)}
     summary["verdict"] = build_verdict(
         selection=sel,
