@@ -10,8 +10,9 @@ behaviour they own:
 - ``runner``: runs a library step as a Snakemake rule (logging, clean errors).
 - ``io``: reading expression matrices and sample sheets, atomic writes.
 - ``collect``: validation of the inputs into one canonical matrix + manifest.
-- ``sources``: input formats (GEO series matrix, featureCounts, Salmon, .h5ad),
-  GEO download URLs, sha256 checks of downloads.
+- ``sources``: every input format, one module each (plain tables and Parquet, GEO
+  series matrix, featureCounts, Salmon, .h5ad), format detection, GEO download
+  URLs, sha256 checks of downloads.
 - ``h5ad``: reading and writing the AnnData .h5ad format with h5py.
 - ``export``: ``latent.h5ad`` with the run's results for scanpy/scverse.
 - ``simulate``: synthetic negative-binomial cohorts with planted genes.

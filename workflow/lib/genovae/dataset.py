@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from . import io
@@ -43,7 +42,7 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
     # row-major arrays (one sample contiguous): training slices the train split out of
     # them by row index without copying it (see genovae.train)
     index, columns, x = io.read_matrix_values(features_path, order="C")
-    split = pd.read_csv(split_path, sep="\t", dtype={"sample_id": str, "split": str, "condition": str})
+    split = io.read_split(split_path)
     split = split.set_index("sample_id").loc[index]
     genes = list(columns)
     counts = observation_space(likelihood) == "counts"  # the likelihood models the raw counts (nb)
@@ -74,7 +73,7 @@ def _library_sizes(counts, block=512):
 
 def load_labels(samples_path, sample_ids, condition, extra=()):
     """Label columns of the sample sheet for ``sample_ids``: {column: values}."""
-    sheet = pd.read_csv(samples_path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    sheet = io.read_sample_sheet(samples_path)
     sheet = sheet.set_index("sample_id").loc[list(sample_ids)]
     out = {}
     for col in [condition, *extra]:
