@@ -102,7 +102,9 @@ def loop_decisions(wildcards):
         decisions.append(path)
         with open(path) as fh:
             d = json.load(fh)
-        if not loop_continues(d, r, max_rounds, best if S.retrain.stop_without_improvement else None):
+        if not loop_continues(
+            d, r, max_rounds, best if S.retrain.stop_without_improvement else None
+        ):
             break
         best = d["value"] if best is None or better(d["value"], best, d["metric"]) else best
     return decisions
