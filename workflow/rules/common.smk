@@ -12,7 +12,7 @@ min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
 from genovae.errors import GenovaeError  # noqa: E402
-from genovae.loop import better, loop_continues  # noqa: E402
+from genovae.loop import continues_after  # noqa: E402
 from genovae.settings import load_settings  # noqa: E402
 from genovae.sources import is_url  # noqa: E402
 
@@ -89,7 +89,7 @@ def loop_decisions(wildcards):
     stops at the first passing round or at retrain.max_rounds.
     """
     max_rounds = S.retrain.max_rounds
-    decisions, best = [], None
+    decisions, read = [], []
     for r in range(1, max_rounds + 1):
         path = f"{R}/rounds/{r}/decision.json"
         if not Path(path).exists():
@@ -101,12 +101,9 @@ def loop_decisions(wildcards):
         path = checkpoints.decide.get(round=r).output.decision
         decisions.append(path)
         with open(path) as fh:
-            d = json.load(fh)
-        if not loop_continues(
-            d, r, max_rounds, best if S.retrain.stop_without_improvement else None
-        ):
+            read.append(json.load(fh))
+        if not continues_after(read, max_rounds, S.retrain.stop_without_improvement):
             break
-        best = d["value"] if best is None or better(d["value"], best, d["metric"]) else best
     return decisions
 
 

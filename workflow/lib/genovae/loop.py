@@ -64,17 +64,29 @@ def loop_continues(decision, round_, max_rounds, best_before=None):
     return (not decision["passed"]) and int(round_) < int(max_rounds)
 
 
+def continues_after(decisions, max_rounds, stop_without_improvement=True):
+    """Whether another round follows the last of ``decisions`` (rounds 1..k, in order).
+
+    The one rule of the loop, for the Snakefile's walk over the checkpoints and for
+    :func:`walk_rounds`: with ``stop_without_improvement`` the last round must beat the
+    best of the rounds before it.
+    """
+    *before, last = decisions
+    best = None
+    if stop_without_improvement:
+        for d in before:
+            best = d["value"] if best is None or better(d["value"], best, d["metric"]) else best
+    return loop_continues(last, len(decisions), max_rounds, best)
+
+
 def walk_rounds(decisions, max_rounds, stop_without_improvement=True):
     """(rounds that run, why the loop stopped) for decisions of rounds 1, 2, ... in order.
 
-    The same walk as the Snakefile's over the checkpoints: the loop ends at a passing round,
-    at ``max_rounds``, when the privacy budget says stop, or (``stop_without_improvement``)
-    at a round no better than the best before it.
+    The loop ends at a passing round, at ``max_rounds``, when the privacy budget says stop,
+    or (``stop_without_improvement``) at a round no better than the best before it.
     """
-    best = None
-    for i, d in enumerate(decisions):
-        r = i + 1
-        if not loop_continues(d, r, max_rounds, best if stop_without_improvement else None):
+    for r, d in enumerate(decisions, start=1):
+        if not continues_after(decisions[:r], max_rounds, stop_without_improvement):
             if d["passed"]:
                 reason = "passed"
             elif (d.get("privacy") or {}).get("stop"):
@@ -84,7 +96,6 @@ def walk_rounds(decisions, max_rounds, stop_without_improvement=True):
             else:
                 reason = f"round {r} did not improve on the best round before it"
             return r, reason
-        best = d["value"] if best is None or better(d["value"], best, d["metric"]) else best
     return len(decisions), None
 
 
