@@ -33,6 +33,15 @@ METRICS = {
 STRATEGIES = ("warm_start", "reseed")
 
 
+#: the retrain plan's keys: what round_settings needs (the settings and decide's DP params carry them)
+PLAN_KEYS = ("epochs", "lr", "seed", "strategy", "epochs_factor", "lr_factor")
+
+
+def plan_round(round_, plan):
+    """round_settings of ``round_`` from a plan dict holding (at least) :data:`PLAN_KEYS`."""
+    return round_settings(round_, **{k: plan[k] for k in PLAN_KEYS})
+
+
 def round_settings(round_, *, epochs, lr, seed, strategy="warm_start", epochs_factor=1.5, lr_factor=0.5):
     r = int(round_)
     if r < 1:

@@ -308,7 +308,7 @@ def budget_decision(infos, *, round_, passed, max_rounds, settings):
     (``epochs``, ``lr``, ``seed``, ``strategy``, ``epochs_factor``, ``lr_factor``).
     """
     from . import io
-    from .loop import round_settings
+    from .loop import plan_round
 
     dps = [io.read_json(p)["dp"] for p in infos]
     delta = float(settings["delta"])
@@ -326,15 +326,7 @@ def budget_decision(infos, *, round_, passed, max_rounds, settings):
     r = int(round_)
     if passed or r >= int(max_rounds):
         return out
-    nxt = round_settings(
-        r + 1,
-        epochs=settings["epochs"],
-        lr=settings["lr"],
-        seed=settings["seed"],
-        strategy=settings["strategy"],
-        epochs_factor=settings["epochs_factor"],
-        lr_factor=settings["lr_factor"],
-    )
+    nxt = plan_round(r + 1, settings)
     q, spe = float(dps[-1]["sample_rate"]), int(dps[-1]["steps_per_epoch"])
     steps = int(nxt["epochs"]) * spe
     sigma = noise_multiplier(settings["epsilon"], delta, q, steps)

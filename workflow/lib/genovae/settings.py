@@ -222,11 +222,9 @@ class Settings:
 
     def round_training(self, round_):
         """Epochs, learning rate, seed and warm start of one round (genovae.loop.round_settings)."""
-        from .loop import round_settings
+        from .loop import plan_round
 
-        plan = self.retrain_plan()
-        plan.pop("max_rounds")
-        return round_settings(round_, **plan)
+        return plan_round(round_, self.retrain_plan())
 
 
     # -- where the inputs come from
