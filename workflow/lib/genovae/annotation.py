@@ -19,11 +19,12 @@ def symbol_column(columns):
     return next((lower[c] for c in SYMBOL_COLUMNS if c in lower), None)
 
 
-def gene_label(gene, annotation=None, max_len=24):
+def gene_label(gene, annotation=None, max_len=24, describe=True):
     """Display label of ``gene``: a symbol-like annotation column if the row has one, else the id.
 
     ``annotation`` is the gene's row of the gene table (a Series or dict; any columns). Without a
-    symbol, a description column adds at most ``max_len`` characters of the description to the id.
+    symbol, a description column adds at most ``max_len`` characters of the description to the id
+    (unless ``describe`` is False: then the id alone, for compact lists).
     """
 
     def clean(value):
@@ -38,7 +39,7 @@ def gene_label(gene, annotation=None, max_len=24):
         symbol = clean(ann.get(col)).split(" /// ")[0].strip()  # Affymetrix: "A /// B"
         if symbol:
             return short(symbol, max_len)
-    for col in DESCRIPTION_COLUMNS:
+    for col in DESCRIPTION_COLUMNS if describe else ():
         desc = clean(ann.get(col))
         if desc:
             return f"{gene} {short(desc, max_len)}"

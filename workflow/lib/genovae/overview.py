@@ -114,7 +114,7 @@ def _top_genes_rows(risk, top):
     ann = [c for c in risk.columns if c not in RISK_COLUMNS]
     rows = []
     for contrast, sub in risk.groupby("contrast", sort=False):
-        names = [gene_label(r["gene"], r[ann], max_len=14) for _, r in sub.nsmallest(top, "vae_rank").iterrows()]
+        names = [gene_label(r["gene"], r[ann], describe=False) for _, r in sub.nsmallest(top, "vae_rank").iterrows()]
         rows.append((f"top {top} genes, {_e(contrast)}", _e(", ".join(names))))
     return rows
 
