@@ -66,6 +66,8 @@ BAD = [
     ({**SIM, "modle": {}}, "modle", "unknown key"),
     ({**SIM, "retrain": {"metric": "accuracy"}}, "retrain.metric", "not one of"),
     ({**SIM, "preprocess": {"scaling": "rank"}}, "preprocess.scaling", "not one of"),
+    ({**SIM, "preprocess": {"gene_selection": "hvg"}}, "preprocess.gene_selection", "not one of"),
+    ({**FILE, "preprocess": {"gene_selection": "seurat_v3"}}, "preprocess.gene_selection", "raw counts"),
     ({**SIM, "data": {"source": "simulate", "orientation": "rows"}}, "data.orientation", "not one of"),
     ({**SIM, "data": {"source": "simulate", "value_type": "raw"}}, "data.value_type", "not one of"),
     ({**SIM, "data": {"source": "simulate", "format": "xlsx"}}, "data.format", "not one of"),

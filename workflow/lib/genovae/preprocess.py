@@ -11,7 +11,17 @@ Steps, in order (each fitted on TRAIN samples, then applied to all samples):
 2. gene filter: keep genes whose value exceeds ``min_expression`` in at least
    ``min_samples`` train samples (a fraction if < 1), and drop genes that are
    constant on train.
-3. the ``n_top_genes`` most variable genes by median absolute deviation (MAD).
+3. the ``n_top_genes`` most variable genes, ranked by ``gene_selection``:
+   * ``seurat_v3`` (the default for counts): the mean-variance method of Seurat v3
+     as scanpy implements it (``highly_variable_genes(flavor="seurat_v3")``) on the
+     raw train counts: a loess fit of log10(variance) on log10(mean), counts
+     standardised by the fitted sd and clipped at sqrt(n), genes ranked by the
+     variance of the standardised values. Sparse genes (cell-type markers detected
+     in a few percent of cells) rank high when they vary more than their mean predicts;
+   * ``mad`` (the default for log values and intensities): median absolute deviation
+     of the log values, ties broken by the sd. A gene at its floor in half the train
+     samples has MAD 0 and ranks last;
+   * ``variance``: sd of the log values (keeps such sparse genes).
 4. scaling: ``zscore`` (train mean/sd), ``minmax`` (train min/max to [0, 1],
    clipped) or ``none``.
 
@@ -179,6 +189,7 @@ def fit_transform(
     min_samples=0.0,
     n_top_genes=2000,
     scaling="zscore",
+    gene_selection="auto",
 ):
     """Fit the transform on the train rows of ``matrix``; return (transform, log matrix).
 
@@ -216,10 +227,21 @@ def fit_transform(
     need = None
     if min_expression is not None:
         need = min_samples if min_samples >= 1 else int(np.ceil(min_samples * n_train))
-    with_mad = bool(n_top_genes) and n_top_genes < n_genes
+    method = resolve_gene_selection(gene_selection, value_type)
+    ranked = bool(n_top_genes) and n_top_genes < n_genes
+    with_mad = ranked and method == "mad"
+    with_raw = ranked and method == "seurat_v3"
+    raw_mean, raw_var = (np.zeros(n_genes), np.zeros(n_genes)) if with_raw else (None, None)
     for j in range(0, n_genes, GENE_BLOCK):
         cols = slice(j, min(j + GENE_BLOCK, n_genes))
-        tr = t.to_log(_gene_block(values, cols), library_size=lib)[train_mask]
+        block = _gene_block(values, cols)
+        if with_raw:
+            raw_tr = block[train_mask]
+            raw_mean[cols] = raw_tr.mean(axis=0)
+            raw_var[cols] = raw_tr.var(axis=0, ddof=1) if n_train > 1 else 0.0
+            del raw_tr
+        tr = t.to_log(block, library_size=lib)[train_mask]
+        del block
         if need is not None:
             keep[cols] &= (tr > min_expression).sum(axis=0) >= max(need, 1)
         sd[cols] = tr.std(axis=0)
@@ -235,9 +257,16 @@ def fit_transform(
         raise InputError("expression matrix", "no gene passes the expression filter; relax preprocess.min_expression")
     idx = np.flatnonzero(keep)
     if n_top_genes and n_top_genes < len(idx):
-        # ties (e.g. MAD 0 for sparse counts) are broken by the standard deviation
-        order = np.lexsort((-sd[idx], -mad[idx]))
+        if method == "seurat_v3":
+            score = seurat_v3_variance(values, train_mask, idx, raw_mean[idx], raw_var[idx])
+            order = np.argsort(-score, kind="stable")
+        elif method == "variance":
+            order = np.argsort(-sd[idx], kind="stable")
+        else:
+            # ties (e.g. MAD 0 for sparse counts) are broken by the standard deviation
+            order = np.lexsort((-sd[idx], -mad[idx]))
         idx = np.sort(idx[order[:n_top_genes]])
+    report["gene_selection"] = method
     report["selected"] = int(len(idx))
     t.genes = [str(g) for g in _columns(matrix, idx)]
     logx = np.empty((values.shape[0], len(idx)), order="F")
@@ -259,6 +288,86 @@ def fit_transform(
     t.filter_report = report
     log.info("gene selection: %s", report)
     return t, logx
+
+
+def resolve_gene_selection(gene_selection, value_type):
+    """``auto`` -> ``seurat_v3`` for counts, ``mad`` for log values and intensities."""
+    if gene_selection in (None, "auto"):
+        return "seurat_v3" if value_type == "counts" else "mad"
+    return gene_selection
+
+
+#: loess vertices: above this many genes the fit is evaluated at this many points and interpolated
+LOESS_VERTICES = 400
+
+
+def loess(x, y, span=0.3, degree=2, vertices=LOESS_VERTICES):
+    """Fitted values at ``x`` of a loess of ``y`` on one predictor (Cleveland 1979).
+
+    At each vertex, a polynomial of ``degree`` is fitted by least squares weighted with
+    the tricube of the distance over the ``floor(span * n)``-th nearest distance, as in
+    ``skmisc.loess`` (family gaussian). Up to ``vertices`` distinct x it is evaluated at
+    every x; otherwise at ``vertices`` points (half at quantiles of x, half evenly spaced)
+    and interpolated by cubic Hermite splines with the local slopes, as loess's default
+    ``surface="interpolate"`` does. Memory: O(n) per vertex; time O(n * vertices).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = len(x)
+    q = min(n, max(degree + 1, int(np.floor(n * span))))
+    ux = np.unique(x)
+    if len(ux) <= vertices:
+        at = ux
+    else:
+        half = vertices // 2
+        at = np.unique(np.concatenate([np.quantile(x, np.linspace(0, 1, half)), np.linspace(x.min(), x.max(), half)]))
+    value, slope = np.empty(len(at)), np.empty(len(at))
+    for i, x0 in enumerate(at):
+        d = np.abs(x - x0)
+        h = np.partition(d, q - 1)[q - 1]
+        h = max(h, 1e-12) * (1 + 1e-10)  # the q-th neighbour itself gets a (tiny) weight, as in loess
+        near = d < h
+        u = (x[near] - x0) / h
+        w = (1 - (np.abs(u)) ** 3) ** 3
+        design = np.vander(u, degree + 1, increasing=True) * np.sqrt(w)[:, None]
+        beta = np.linalg.lstsq(design, y[near] * np.sqrt(w), rcond=None)[0]
+        value[i] = beta[0]
+        slope[i] = beta[1] / h if degree >= 1 else 0.0
+    if len(at) == len(ux) and np.array_equal(at, ux):
+        return value[np.searchsorted(at, x)]
+    k = np.clip(np.searchsorted(at, x, side="right") - 1, 0, len(at) - 2)
+    dx = at[k + 1] - at[k]
+    t = (x - at[k]) / dx
+    h00, h10 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t
+    h01, h11 = -2 * t**3 + 3 * t**2, t**3 - t**2
+    return h00 * value[k] + h10 * dx * slope[k] + h01 * value[k + 1] + h11 * dx * slope[k + 1]
+
+
+def seurat_v3_variance(values, train_mask, idx, mean, var, span=0.3):
+    """Seurat v3 standardised variance of genes ``idx`` on the train rows of raw ``values``.
+
+    ``mean``/``var`` (ddof 1): the genes' raw train means and variances. As
+    ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` (one batch): the expected
+    variance comes from a loess of log10(var) on log10(mean) over genes with var > 0;
+    counts are clipped at mean + sd * sqrt(n) and the variance of (count - mean) / sd
+    of the clipped counts is the score (0 for genes with var 0).
+    """
+    n = int(np.sum(train_mask))
+    ok = var > 0
+    fitted = np.zeros(len(idx))
+    if ok.sum() > 2:
+        fitted[ok] = loess(np.log10(mean[ok]), np.log10(var[ok]), span=span)
+    reg_sd = np.sqrt(10.0**fitted)
+    clip = mean + reg_sd * np.sqrt(n)
+    score = np.zeros(len(idx))
+    for j in range(0, len(idx), GENE_BLOCK):
+        cols = slice(j, j + GENE_BLOCK)
+        block = np.minimum(_gene_block(values, idx[cols])[train_mask], clip[cols])
+        s1, s2 = block.sum(axis=0), np.square(block).sum(axis=0)
+        m = mean[cols]
+        score[cols] = (n * m**2 + s2 - 2 * s1 * m) / (max(n - 1, 1) * reg_sd[cols] ** 2)
+    score[~ok] = 0.0
+    return score
 
 
 def _columns(matrix, idx):

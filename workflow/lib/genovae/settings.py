@@ -151,6 +151,10 @@ def check(cfg):
         raise ConfigError("model.likelihood", "'nb' models raw counts: set data.value_type: counts")
     if model["likelihood"] == "bernoulli" and pre["scaling"] != "minmax":
         raise ConfigError("model.likelihood", "'bernoulli' needs values in [0, 1]: set preprocess.scaling: minmax")
+    if pre["gene_selection"] == "seurat_v3" and value_type != "counts":
+        raise ConfigError(
+            "preprocess.gene_selection", "'seurat_v3' ranks raw counts: use mad or variance for log values and intensities"
+        )
     split = pre["split"]
     total = split["train"] + split["val"] + split["test"]
     if abs(total - 1.0) > 1e-6:
@@ -284,6 +288,7 @@ class Settings:
             "min_samples": p.min_samples,
             "n_top_genes": p.n_top_genes,
             "scaling": p.scaling,
+            "gene_selection": p.gene_selection,
         }
 
     def model_params(self):
