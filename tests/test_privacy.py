@@ -91,9 +91,74 @@ def test_id_map_is_written_with_mode_0600(tmp_path):
 
 
 def test_ids_inside_sample_sheet_text_are_replaced_as_tokens():
-    scrub = pseudonym.Scrubber({"P1": "s_a", "P10": "s_b"})
-    assert scrub("tumour of P1, /x/P10.sorted.bam") == "tumour of s_a, /x/s_b.sorted.bam"
-    assert scrub("P100 and xP1") == "P100 and xP1"  # not whole tokens
+    scrub = pseudonym.Scrubber({"PAT1": "s_a", "PAT10": "s_b"})
+    assert scrub("tumour of PAT1, /x/PAT10.sorted.bam") == "tumour of s_a, /x/s_b.sorted.bam"
+    assert scrub("PAT100 and xPAT1") == "PAT100 and xPAT1"  # not whole tokens
+    assert scrub("relapse of pat1 (see Pat10)") == "relapse of s_a (see s_b)"  # in any case
+
+
+def _sheet(ids, **columns):
+    return pd.DataFrame({"sample_id": ids, **columns}, index=pd.Index(ids, name="sample_id"))
+
+
+def test_integer_ids_corrupt_no_other_column(tmp_path, caplog):
+    """Integer ids 1..n once turned condition 1-4 and ages that equal an id into pseudonyms."""
+    ids = [str(i) for i in range(1, 9)]
+    sheet = _sheet(
+        ids,
+        condition=["1", "2", "3", "4"] * 2,
+        age=["3", "45", "7", "61", "8", "2", "70", "5"],
+        notes=["sample 3 relapsed", "", "2 biopsies", "x", "", "", "", "rerun of 1"],
+    )
+    mapping = pseudonym.pseudonyms(KEY, ids)
+    out = pseudonym.pseudonymize_sheet(sheet, mapping)
+    assert out["sample_id"].tolist() == [mapping[i] for i in ids]
+    for col in ("condition", "age", "notes"):  # all-numeric ids are not looked for outside the id column
+        assert out[col].tolist() == sheet[col].tolist(), col
+    caplog.set_level("WARNING")
+    matrix = pd.DataFrame(np.ones((8, 2)), index=sheet.index, columns=["g1", "g2"])
+    (tmp_path / "key").write_bytes(KEY)
+    privacy_cfg = {"pseudonymize": True, "key_file": str(tmp_path / "key")}
+    m2, s2, _, scrub, entry = pseudonym.apply_to_cohort(matrix, sheet, privacy_cfg)
+    assert entry["ids_replaced_in_id_column_only"] == 8
+    assert "not looked for in free text" in caplog.text
+    assert list(m2.index) == [mapping[i] for i in ids] and s2["condition"].tolist() == sheet["condition"].tolist()
+    assert scrub("sample 3 relapsed") == "sample 3 relapsed"
+
+
+def test_short_ids_are_replaced_in_the_id_column_only():
+    ids = ["P1", "P2", "ABC", "PT0004"]
+    sheet = _sheet(ids, notes=["P1 and ABC", "abc", "of PT0004", "pt0004 again"], group=["P2", "a", "b", "c"])
+    mapping = pseudonym.pseudonyms(KEY, ids)
+    out = pseudonym.pseudonymize_sheet(sheet, mapping)
+    assert out["sample_id"].tolist() == [mapping[i] for i in ids]
+    assert out["group"].tolist() == ["P2", "a", "b", "c"]
+    p4 = mapping["PT0004"]
+    assert out["notes"].tolist() == ["P1 and ABC", "abc", f"of {p4}", f"{p4} again"]
+    assert [pseudonym.scrubbable(i) for i in ("P1", "ABC", "1234", "2021-03", "PT01", "ab_1")] == [
+        False, False, False, False, True, True]
+
+
+def test_ids_in_another_case_inside_notes_and_id_columns_are_replaced():
+    ids = ["PT0001", "PT0002", "PT0003", "PT0004"]
+    mapping = pseudonym.pseudonyms(KEY, ids)
+    sheet = _sheet(
+        ids,
+        notes=["biopsy of pt0001, repeated", "Pt0002", "see PT0003/PT0004", ""],  # free text: a cell with a space
+        matched_normal=["PT0002", "pt0001", "PT0004", ""],  # every cell an id: an id column
+        bam=["/x/pt0003.bam", "PT0002", "tumour", "normal"],  # codes: ids inside longer cells only
+        condition=["a", "b", "a", "b"],
+    )
+    out = pseudonym.pseudonymize_sheet(sheet, mapping)
+    p = mapping
+    assert out["notes"].tolist() == [f"biopsy of {p['PT0001']}, repeated", p["PT0002"],
+                                     f"see {p['PT0003']}/{p['PT0004']}", ""]
+    assert out["matched_normal"].tolist() == [p["PT0002"], p["PT0001"], p["PT0004"], ""]
+    assert out["bam"].tolist() == [f"/x/{p['PT0003']}.bam", "PT0002", "tumour", "normal"]
+    assert out["condition"].tolist() == ["a", "b", "a", "b"]
+    # ids that differ only in case are replaced where the case matches exactly
+    scrub = pseudonym.Scrubber({"Ab12": "s_1", "aB12": "s_2"})
+    assert scrub("Ab12 aB12 AB12") == "s_1 s_2 AB12"
 
 
 def test_collect_pseudonymises_before_anything_is_written(tmp_path, caplog):

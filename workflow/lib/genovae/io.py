@@ -14,11 +14,15 @@ job never leaves a plausible partial file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -208,13 +212,129 @@ def read_risk(path, na="empty"):
 
 
 # ---------------------------------------------------------------- writing
+def check_inside(path, root):
+    """``path`` resolved (``..`` and symbolic links followed) if it lies inside ``root`` (also resolved);
+    else an InputError: a run writes nothing outside its own results folder."""
+    where, inside = Path(path).resolve(), Path(root).resolve()
+    if where != inside and inside not in where.parents:
+        raise InputError(path, f"resolves to {where}, outside {root}/ (where this step may write); not written")
+    return where
+
+
+def umask():
+    """The process's umask, read without changing it where Linux tells it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: this host, as temporary file names carry it (letters, digits and _ only)
+_HOST = "".join(c if c.isascii() and c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+#: a temporary file of another host is stale once untouched this long (its process cannot be asked)
+STALE_ELSEWHERE_S = 24 * 3600
+
+
+def tmp_owner():
+    """``{host}-{pid}``: how a temporary file names the process writing it."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+_TMP_NEW = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp")
+#: older genovae versions: mkstemp's ``.{name}.{8 random}.tmp``; the id map's ``.{name}.{pid}.tmp``
+_TMP_OLD = re.compile(r"\.(?P<name>.+)\.(?:[a-z0-9_]{8}|[0-9]+)\.tmp")
+
+
+def _tmp_target(tmp):
+    """(target name, host, pid) of a temporary file of :func:`atomic_path` (host and pid None for the older
+    names that do not say who writes them); None for any other file."""
+    m = _TMP_NEW.fullmatch(tmp.name)
+    if m:
+        return m.group("name"), m.group("host"), int(m.group("pid"))
+    m = _TMP_OLD.fullmatch(tmp.name)
+    return (m.group("name"), None, None) if m else None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_if_stale(tmp, host, pid):
+    """A temporary file is stale when its process (named in it) no longer runs on this host, when it
+    names no process (older genovae versions), or when it is another host's and untouched for a day."""
+    try:
+        if host is None:
+            stale = True
+        elif host == _HOST:
+            stale = not _alive(pid)
+        else:
+            stale = time.time() - tmp.stat().st_mtime > STALE_ELSEWHERE_S
+        if stale and tmp.is_file():
+            tmp.unlink()
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def remove_stale_tmp(path):
+    """Remove the temporary files of :func:`atomic_path` for ``path`` that writers which died left
+    (see :func:`_remove_if_stale`); returns the paths removed."""
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        found = _tmp_target(tmp)
+        if found and found[0] == path.name and _remove_if_stale(tmp, found[1], found[2]):
+            removed.append(tmp)
+    return removed
+
+
+def remove_stale_tmp_in(folder):
+    """:func:`remove_stale_tmp` for every file of ``folder`` (not below it): also the temporary files of
+    files that are no declared output, such as a killed training job's ``.train_checkpoint.pt.*.tmp``."""
+    removed = []
+    try:
+        candidates = list(Path(folder).glob(".*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        found = _tmp_target(tmp)
+        if found and _remove_if_stale(tmp, found[1], found[2]):
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename onto it on success."""
+def atomic_path(path, mode=None):
+    """Yield a temporary path next to ``path``; rename onto it on success.
+
+    The file gets ``mode``, by default the one of any new file (0666 less the umask), not
+    mkstemp's 0600. Stale temporary files of ``path`` are removed first (:func:`remove_stale_tmp`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_tmp(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{tmp_owner()}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~umask() if mode is None else mode)
+    finally:
+        os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
+import secrets
 from pathlib import Path
 
 import pandas as pd
 
+from . import io
 from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
 
 PREFIX = "s_"
 HEX_DIGITS = 16
@@ -95,31 +100,88 @@ def pseudonyms(key, ids):
     return mapping
 
 
+#: ids shorter than this, or made of digits and punctuation only, are not looked for in free text
+MIN_SCRUB_LENGTH = 4
+
+
+def scrubbable(sample_id):
+    """Whether an id can be found in free text without hitting other words or numbers.
+
+    Too short (fewer than ``MIN_SCRUB_LENGTH`` characters) or too guessable (no letter:
+    ``17``, ``2021-03``) ids would also match ages, counts, dates and condition levels;
+    such ids are replaced in the id column only.
+    """
+    sample_id = str(sample_id).strip()
+    return len(sample_id) >= MIN_SCRUB_LENGTH and any(c.isalpha() for c in sample_id)
+
+
 class Scrubber:
     """Replace raw ids inside free text (notes, warnings, sample-sheet cells) by their pseudonyms.
 
     An id is replaced where it stands as a token: not directly preceded or
-    followed by a letter or digit (so ``S1`` in ``/x/S1.sorted.bam`` is
-    replaced, in ``S10`` it is not).
+    followed by a letter or digit (so ``PT01`` in ``/x/PT01.sorted.bam`` is
+    replaced, in ``PT010`` it is not), in any case (``pt01`` too). Only
+    :func:`scrubbable` ids are looked for; :attr:`unsafe` lists the others.
     """
 
     def __init__(self, mapping):
         self.mapping = {str(k): v for k, v in mapping.items()}
-        ids = sorted(self.mapping, key=len, reverse=True)
+        safe = [i for i in self.mapping if scrubbable(i)]
+        self.unsafe = [i for i in self.mapping if not scrubbable(i)]
+        self.folded = {}
+        for i in safe:  # ids that differ only in case are matched in their exact case only
+            self.folded[i.casefold()] = None if i.casefold() in self.folded else self.mapping[i]
+        ids = sorted(safe, key=len, reverse=True)
         self.pattern = (
-            re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(i) for i in ids) + r")(?![A-Za-z0-9])")
+            re.compile(
+                r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(i) for i in ids) + r")(?![A-Za-z0-9])", re.IGNORECASE
+            )
             if ids
             else None
         )
 
+    def _replace(self, m):
+        text = m.group(0)
+        if text in self.mapping:
+            return self.mapping[text]
+        return self.folded.get(text.casefold()) or text
+
+    def is_id(self, text):
+        """Whether ``text`` (a whole cell) is a scrubbable id, in any case."""
+        if not isinstance(text, str):
+            return False
+        text = text.strip()
+        return (text in self.mapping and scrubbable(text)) or bool(self.folded.get(text.casefold()))
+
     def __call__(self, text):
+        """Free text: every scrubbable id replaced where it stands as a token."""
         if self.pattern is None or not isinstance(text, str):
             return text
-        return self.pattern.sub(lambda m: self.mapping[m.group(0)], text)
+        return self.pattern.sub(self._replace, text)
+
+    def inside(self, text):
+        """A cell of a column that is not free text: ids inside longer text (a path, a title) are replaced;
+        a cell that is just an id is kept (it is a value such as a condition level that equals an id)."""
+        return text if self.is_id(text) else self(text)
+
+    def column(self, values):
+        """One text column of a sample sheet, scrubbed by its kind.
+
+        * every non-empty cell is an id (a matched-sample column): each replaced by its pseudonym;
+        * free text (some cell holds a space): ids replaced as tokens, also where a cell is just an id;
+        * other text (levels, codes, paths): ids replaced inside longer cells only
+          (:meth:`inside`), so a condition ``1``..``4`` or an age never becomes a pseudonym.
+        """
+        cells = [v for v in values if isinstance(v, str) and v.strip()]
+        if cells and all(self.is_id(v) for v in cells):
+            return values.map(lambda v: self(v.strip()) if isinstance(v, str) and v.strip() else v)
+        if any(any(c.isspace() for c in v.strip()) for v in cells):
+            return values.map(self)
+        return values.map(self.inside)
 
 
 def pseudonymize_sheet(sheet, mapping, id_column="sample_id"):
-    """The sample sheet with pseudonymous ids and raw ids scrubbed from every text cell."""
+    """The sample sheet with pseudonymous ids, and raw ids scrubbed from its text (:meth:`Scrubber.column`)."""
     scrub = Scrubber(mapping)
     out = sheet.copy()
     out.index = pd.Index([mapping[str(i)] for i in sheet.index], name=sheet.index.name)
@@ -127,8 +189,8 @@ def pseudonymize_sheet(sheet, mapping, id_column="sample_id"):
         if col == id_column:
             out[col] = out.index.to_numpy()
         elif out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(scrub)
-    renamed = {c: scrub(c) for c in out.columns if isinstance(c, str)}
+            out[col] = scrub.column(out[col])
+    renamed = {c: scrub.inside(c) for c in out.columns if isinstance(c, str)}
     return out.rename(columns=renamed)
 
 
@@ -137,10 +199,15 @@ def pseudonymize_frame(df, mapping):
     return df.set_axis(pd.Index([mapping[str(i)] for i in df.index], name=df.index.name), axis=0)
 
 
-def check_outside_results(path, key):
-    """Keys and id maps must not be stored with the results that are meant to be shared."""
-    parts = Path(os.path.normpath(str(path))).parts
-    if parts and parts[0] == "results":
+def check_outside_results(path, key, results="results"):
+    """Keys and id maps must not be stored with the results that are meant to be shared.
+
+    Both paths are resolved first (relative to the working directory, ``..`` and symbolic
+    links followed), so ``private/../results/x``, an absolute path and a link into
+    ``results/`` are all caught.
+    """
+    where, inside = Path(path).resolve(), Path(results).resolve()
+    if where == inside or inside in where.parents:
         raise ConfigError(key, f"{path}: must not be inside results/ (results are meant to be shared)")
 
 
@@ -152,7 +219,8 @@ def write_map(path, mapping):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    io.remove_stale_tmp(path)
+    tmp = path.with_name(f".{path.name}.{io.tmp_owner()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
@@ -200,4 +268,13 @@ def apply_to_cohort(matrix, sheet, privacy, id_column="sample_id"):
         check_outside_results(s.map_file, "privacy.map_file")
         write_map(s.map_file, mapping)
     entry = {"pseudonymized": True, "key_id": key_id(key), "id_map_written": bool(s.map_file)}
-    return matrix, sheet, mapping, Scrubber(mapping), entry
+    scrub = Scrubber(mapping)
+    if scrub.unsafe:
+        entry["ids_replaced_in_id_column_only"] = len(scrub.unsafe)
+        log.warning(
+            "%d of %d sample ids are shorter than %d characters or have no letter (e.g. integer ids): they are "
+            "replaced in the id column and the matrix, but not looked for in free text (notes, titles, paths), "
+            "where they would also match numbers and levels; check those columns yourself (docs/privacy.md)",
+            len(scrub.unsafe), len(mapping), MIN_SCRUB_LENGTH,
+        )
+    return matrix, sheet, mapping, scrub, entry

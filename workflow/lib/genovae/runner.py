@@ -64,12 +64,38 @@ def peak_rss_mb():
     return kb / 1024 / 1024 if sys.platform == "darwin" else kb / 1024  # bytes on macOS, KB on Linux
 
 
+def prepare_outputs(snakemake):
+    """Before a step writes: every output must resolve inside the run's folder (``settings.output_root``;
+    the id map excepted), and the temporary files a killed earlier attempt left next to them are removed."""
+    from . import io
+    from .settings import output_root
+
+    config = getattr(snakemake, "config", None) or {}
+    root = output_root(config, snakemake.rule) if config.get("run") else None
+    exempt = (config.get("privacy") or {}).get("map_file")
+    folders = set()
+    for path in snakemake.output:
+        if root is not None and path != exempt:
+            io.check_inside(path, root)
+            folders.add(os.path.dirname(path))
+        io.remove_stale_tmp(path)
+    for folder in sorted(folders):
+        io.remove_stale_tmp_in(folder)
+
+
 def run_rule(snakemake, step):
     """Call ``step(snakemake, log_stream)`` with logging and user-facing errors."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = setup_logging(log_path)
     log = logging.getLogger("genovae")
     log.info("rule %s started", snakemake.rule)
+    try:
+        prepare_outputs(snakemake)
+    except GenovaeError as exc:  # nothing written, and nothing removed: the paths are not the run's
+        msg = f"genovae: rule {snakemake.rule} failed: {exc}"
+        log.error(msg)
+        print("\n" + msg + "\n", file=sys.stderr, flush=True)
+        sys.exit(1)
     try:
         step(snakemake, stream)
         # the true peak of the job (Snakemake's benchmark: samples memory about once a second)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -166,7 +167,25 @@ def check(cfg):
         raise ConfigError("analysis.control", "case and control must differ")
     if cfg["new_data"]["geo"] and cfg["new_data"]["expression"]:
         raise ConfigError("new_data.geo", "set new_data.geo or new_data.expression, not both")
+    for key, name in (("run", cfg["run"]), ("new_data.name", cfg["new_data"]["name"])):
+        if not is_folder_name(name):
+            raise ConfigError(
+                key, f"{name!r} is not a folder name: use letters, digits, _, - and ., not starting with a dot, no /"
+            )
     _check_privacy(cfg)
+
+
+def is_folder_name(name):
+    """A name that makes exactly one new folder below its parent: not ``.``/``..``, no leading dot, no separator."""
+    return isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name) is not None
+
+
+def output_root(config, rule):
+    """The folder a rule's outputs must stay inside (checked by genovae.runner before the rule runs):
+    ``results/{run}/``, for apply_new ``results/{run}/new/{name}/``. The id map (privacy.map_file)
+    is written where the user says (never inside results/)."""
+    root = Path("results") / config["run"]
+    return root / "new" / config["new_data"]["name"] if rule == "apply_new" else root
 
 
 def _check_privacy(cfg):
