@@ -49,8 +49,11 @@ IMPORTS = {
                 "scipy.sparse.linalg",
     "decide": "import genovae.rounds, genovae.evaluate",
     "select_model": "import genovae.rounds, torch",
-    "apply_model": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, genovae.pca, torch, "
-                   "scipy.stats, scipy.sparse.linalg",
+    "latent": "import genovae.apply, genovae.evaluate, genovae.dataset, genovae.model, torch",
+    "test_metrics": "import genovae.apply, genovae.labels, genovae.dataset, genovae.model, genovae.pca, torch, "
+                    "sklearn.linear_model, sklearn.neighbors, scipy.sparse.linalg",
+    "risk_genes": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, torch, scipy.stats",
+    "risk_table": "import genovae.apply, genovae.io",
     "plots": "import genovae.plots, matplotlib.pyplot",
     "summarize": "import genovae.summary",  # no torch, scikit-learn or scipy since risk.py imports them lazily
     "provenance": "import genovae.provenance",

@@ -17,7 +17,7 @@ Steps:
 3. read every rule's Snakemake ``benchmark:`` file (wall seconds, peak RSS,
    CPU time) and relate each rule's peak RSS to the float32 size of the
    matrix it reads (collect: the input; preprocess, export_h5ad: the collected
-   matrix; train, evaluate, apply_model, generate: the selected features plus,
+   matrix; train, evaluate, latent, test_metrics, risk_genes, generate: the selected features plus,
    for ``nb``, the counts of those genes; plots: the features).
 
 Prints JSON (and writes it to ``<workdir>/bench_scale.json``). The generated
@@ -140,7 +140,8 @@ def matrix_mb(rule, n, g, top):
     return {
         "collect": full, "preprocess": full, "export_h5ad": full,
         # features + counts of those genes (nb)
-        "train": 2 * feat, "evaluate": 2 * feat, "apply_model": 2 * feat, "generate": 2 * feat,
+        "train": 2 * feat, "evaluate": 2 * feat, "latent": 2 * feat, "test_metrics": 2 * feat,
+        "risk_genes": 2 * feat, "generate": 2 * feat,
         "plots": feat,
     }.get(rule)
 

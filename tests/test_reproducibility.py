@@ -72,14 +72,14 @@ def test_data_file_content_reruns_everything(rerun_dir):
     with gzip.open(path, "wt") as fh:
         fh.write("\n".join(lines) + "\n")
     jobs = planned_jobs(rerun_dir)
-    assert {"collect", "preprocess", "train", "evaluate", "decide", "select_model", "apply_model"} <= set(jobs)
+    assert {"collect", "preprocess", "train", "evaluate", "decide", "select_model", "latent"} <= set(jobs)
 
 
 def test_preprocessing_setting_reruns_preprocess_and_after(rerun_dir):
     change(rerun_dir, preprocess={"n_top_genes": 80})
     jobs = planned_jobs(rerun_dir)
     assert "collect" not in jobs
-    assert {"preprocess", "train", "apply_model", "summarize"} <= set(jobs)
+    assert {"preprocess", "train", "latent", "summarize"} <= set(jobs)
     run_snakemake(rerun_dir)
     assert len(json.loads((rerun_dir / R / "preprocess/transform.json").read_text())["genes"]) == 80
 
@@ -88,7 +88,7 @@ def test_model_setting_reruns_training_and_after(rerun_dir):
     change(rerun_dir, model={"latent_dim": 3})
     jobs = planned_jobs(rerun_dir)
     assert "collect" not in jobs and "preprocess" not in jobs
-    assert {"train", "evaluate", "decide", "select_model", "apply_model"} <= set(jobs)
+    assert {"train", "evaluate", "decide", "select_model", "latent"} <= set(jobs)
 
 
 def test_threshold_reruns_only_the_decisions(rerun_dir):

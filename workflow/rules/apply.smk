@@ -1,12 +1,11 @@
-rule apply_model:
+# The selected model applied to the cohort: one job per result.
+#   latent (latent means, reconstruction errors) | test_metrics (held-out metrics, labels vs PCA)
+#   risk_genes (one job per contrast) -> risk_table (all contrasts in one table)
+
+
+rule latent:
     input:
-        model=f"{R}/model/model.pt",
-        features=f"{R}/preprocess/features.parquet",
-        split=f"{R}/preprocess/split.tsv",
-        matrix=f"{R}/data/matrix.parquet",
-        transform=f"{R}/preprocess/transform.json",
-        genes=f"{R}/data/genes.tsv",
-        samples=f"{R}/data/samples.tsv",
+        **selected_model_inputs(),
     output:
         latent=report(
             f"{R}/latent.tsv",
@@ -14,12 +13,22 @@ rule apply_model:
             category="3. Latent space",
         ),
         errors=f"{R}/reconstruction_error.tsv",
-        risk=report(
-            f"{R}/risk_genes.tsv",
-            caption="../report/risk_genes.rst",
-            category="4. Risk genes",
-        ),
-        dims=f"{R}/latent_dims.tsv",
+    log:
+        f"{R}/logs/latent.log",
+    benchmark:
+        f"{R}/benchmarks/latent.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: S.train.threads
+    script:
+        "../scripts/latent.py"
+
+
+rule test_metrics:
+    input:
+        **selected_model_inputs(),
+        samples=f"{R}/data/samples.tsv",
+    output:
         test=f"{R}/model/test_metrics.json",
         labels=report(
             f"{R}/label_metrics.tsv",
@@ -28,14 +37,55 @@ rule apply_model:
             labels={"table": "VAE vs PCA"},
         ),
     log:
-        f"{R}/logs/apply_model.log",
+        f"{R}/logs/test_metrics.log",
     benchmark:
-        f"{R}/benchmarks/apply_model.tsv"
+        f"{R}/benchmarks/test_metrics.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: S.train.threads
+    params:
+        labels=S.label_params(),
+    script:
+        "../scripts/test_metrics.py"
+
+
+rule risk_genes:
+    input:
+        **selected_model_inputs(),
+        genes=f"{R}/data/genes.tsv",
+    output:
+        risk=f"{R}/risk/{{contrast}}/risk_genes.tsv",
+        dims=f"{R}/risk/{{contrast}}/latent_dims.tsv",
+    log:
+        f"{R}/logs/risk_genes/{{contrast}}.log",
+    benchmark:
+        f"{R}/benchmarks/risk_genes/{{contrast}}.tsv"
+    wildcard_constraints:
+        contrast=r"[1-9][0-9]*",
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
     params:
         risk=S.risk_params(),
-        labels=S.label_params(),
     script:
-        "../scripts/apply_model.py"
+        "../scripts/risk_genes.py"
+
+
+rule risk_table:
+    input:
+        unpack(contrast_tables),
+    output:
+        risk=report(
+            f"{R}/risk_genes.tsv",
+            caption="../report/risk_genes.rst",
+            category="4. Risk genes",
+        ),
+        dims=f"{R}/latent_dims.tsv",
+    log:
+        f"{R}/logs/risk_table.log",
+    benchmark:
+        f"{R}/benchmarks/risk_table.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/risk_table.py"

@@ -12,7 +12,9 @@ min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
 from genovae.errors import GenovaeError  # noqa: E402
+from genovae.io import read_split  # noqa: E402
 from genovae.loop import continues_after  # noqa: E402
+from genovae.risk import contrast_names  # noqa: E402
 from genovae.settings import load_settings  # noqa: E402
 from genovae.sources import is_url  # noqa: E402
 
@@ -117,6 +119,33 @@ def loop_histories(wildcards):
 
 def loop_metrics(wildcards):
     return [d.replace("decision.json", "metrics.json") for d in loop_decisions(wildcards)]
+
+
+def selected_model_inputs():
+    """What applying the selected model reads: the model, the transform, the cohort."""
+    return {
+        "model": f"{R}/model/model.pt",
+        "features": f"{R}/preprocess/features.parquet",
+        "split": f"{R}/preprocess/split.tsv",
+        "matrix": f"{R}/data/matrix.parquet",
+        "transform": f"{R}/preprocess/transform.json",
+    }
+
+
+def contrast_tables(wildcards):
+    """The risk_genes jobs, one per contrast (numbered 1..n as genovae.risk.contrasts orders them).
+
+    The contrasts follow from the preprocessed cohort's condition groups, so they are
+    known once the preprocess checkpoint has run.
+    """
+    split = checkpoints.preprocess.get().output.split
+    condition = read_split(split)["condition"].astype(str)
+    n = len(contrast_names(condition, S.analysis.case, S.analysis.control))
+    numbers = range(1, n + 1)
+    return {
+        "risk": expand(f"{R}/risk/{{contrast}}/risk_genes.tsv", contrast=numbers),
+        "dims": expand(f"{R}/risk/{{contrast}}/latent_dims.tsv", contrast=numbers),
+    }
 
 
 # ----------------------------------------------------------------- params

@@ -1,4 +1,5 @@
-rule preprocess:
+# a checkpoint: the risk_genes jobs (one per condition contrast) follow from its split
+checkpoint preprocess:
     input:
         matrix=f"{R}/data/matrix.parquet",
         samples=f"{R}/data/samples.tsv",

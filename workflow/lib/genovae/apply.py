@@ -1,4 +1,8 @@
-"""Apply the selected model: latent means, per-sample reconstruction error, test metrics."""
+"""Apply the selected model: latent means and errors, test metrics, risk genes per contrast.
+
+One step per rule (``latent``, ``test_metrics``, ``risk_genes`` for each contrast, ``risk_table``)
+and ``apply_new_data`` for rule ``apply_new``; the computations are in evaluate, labels and risk.
+"""
 
 from __future__ import annotations
 
@@ -64,43 +68,38 @@ def test_metrics(model, cohort, transform, pca=None):
     return split_metrics(model, cohort, transform, "test", pca=pca)
 
 
-def apply_model(
-    *,
-    model,
-    features,
-    split,
-    matrix,
-    transform,
-    genes,
-    out_latent,
-    out_errors,
-    out_risk,
-    out_dims,
-    out_test,
-    samples,
-    out_labels,
-    condition,
-    labels=(),
-    case=None,
-    control=None,
-    latent_fdr=0.05,
-    threads=1,
-):
+def _load(model, features, split, matrix, transform, threads):
+    """(model, saved blob, transform, cohort) of the selected model, with torch on ``threads`` threads."""
     import torch
 
-    from . import io
-    from .dataset import load_cohort, load_labels
+    from .dataset import load_cohort
     from .model import load_model
     from .preprocess import Transform
-    from .risk import rank_genes
 
     torch.set_num_threads(int(threads))
     vae, blob = load_model(model)
-    t = Transform.load(transform)
-    cohort = load_cohort(features, split, matrix, vae.likelihood)
+    return vae, blob, Transform.load(transform), load_cohort(features, split, matrix, vae.likelihood)
+
+
+def latent_step(*, model, features, split, matrix, transform, out_latent, out_errors, threads=1):
+    """Rule ``latent``: every sample's latent means and reconstruction error."""
+    from . import io
+
+    vae, _, t, cohort = _load(model, features, split, matrix, transform, threads)
     latent, errors = latent_table(vae, cohort, t)
-    annotation = io.read_gene_table(genes, na="none").set_index("gene")
-    risk, dims = rank_genes(vae, cohort, t, case=case, control=control, latent_fdr=latent_fdr, annotation=annotation)
+    io.write_tsv(out_latent, latent)
+    io.write_tsv(out_errors, errors)
+
+
+def test_metrics_step(
+    *, model, features, split, matrix, transform, samples, out_test, out_labels, condition, labels=(), threads=1
+):
+    """Rule ``test_metrics``: the selected model on validation and held-out test samples, and the
+    label structure of its latent space against PCA's."""
+    from . import io
+    from .dataset import load_labels
+
+    vae, blob, t, cohort = _load(model, features, split, matrix, transform, threads)
     pca = fit_pca(cohort, vae.config["latent_dim"])  # once for the three uses below
     test = {
         "round": blob["round"],
@@ -110,11 +109,36 @@ def apply_model(
     label_table = label_metrics(vae, cohort, load_labels(samples, cohort.sample_ids, condition, labels), pca=pca)
     test["labels"] = label_table.to_dict(orient="records")
     io.write_tsv(out_labels, label_table)
-    io.write_tsv(out_latent, latent)
-    io.write_tsv(out_errors, errors)
+    io.write_json(out_test, test)
+
+
+def risk_step(
+    *, model, features, split, matrix, transform, genes, contrast, out_risk, out_dims, case=None, control=None,
+    latent_fdr=0.05, threads=1,
+):
+    """Rule ``risk_genes``: both rankings of contrast number ``contrast`` (1-based, in the order of
+    :func:`genovae.risk.contrasts`)."""
+    from . import io
+    from .errors import InputError
+    from .risk import annotate, contrasts, rank_contrast
+
+    vae, _, t, cohort = _load(model, features, split, matrix, transform, threads)
+    every = contrasts(cohort.condition, case, control)
+    if not 1 <= int(contrast) <= len(every):
+        raise InputError(split, f"contrast {contrast} was asked for, but the cohort has {len(every)}; rerun the workflow")
+    name, case_m, ctrl_m = every[int(contrast) - 1]
+    risk, dims = rank_contrast(vae, cohort, t, name, case_m, ctrl_m, latent_fdr)
+    risk = annotate(risk, io.read_gene_table(genes, na="none").set_index("gene"))
     io.write_tsv(out_risk, risk)
     io.write_tsv(out_dims, dims)
-    io.write_json(out_test, test)
+
+
+def risk_table_step(*, risk, dims, out_risk, out_dims):
+    """Rule ``risk_table``: the contrasts' tables, in contrast order, as one table each (text, exact)."""
+    from . import io
+
+    io.concat_tsv(list(risk), out_risk)
+    io.concat_tsv(list(dims), out_dims)
 
 
 def apply_new_data(

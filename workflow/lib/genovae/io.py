@@ -357,6 +357,27 @@ def write_tsv(path, df, index=False, float_format="%.6g"):
         df.to_csv(tmp, sep="\t", index=index, float_format=float_format)
 
 
+def concat_tsv(paths, out):
+    """Write the TSV files ``paths`` (same header) as one table: the first header, then every body, as text.
+
+    Exact: no value is parsed or re-formatted (per-contrast tables merged into one).
+    """
+    header, bodies = None, []
+    for path in paths:
+        with open(path) as fh:
+            head = fh.readline()
+            if header is not None and head != header:
+                raise ValueError(f"{path}: its columns differ from {paths[0]}'s; cannot merge the tables")
+            header = head
+            bodies.append(fh.read())
+    if header is None:
+        raise ValueError("no tables to merge")
+    with atomic_path(out) as tmp, open(tmp, "w") as fh:
+        fh.write(header)
+        for body in bodies:
+            fh.write(body if not body or body.endswith("\n") else body + "\n")
+
+
 def write_matrix(path, df):
     """Write a samples x genes float32 matrix as Parquet (index = sample ids)."""
     out = df.astype(np.float32, copy=False)

@@ -3,7 +3,7 @@
 Records the full resolved config, the inputs (path, sha256, size from the collect
 manifest), the git commit of the workflow and whether its tree was dirty, the
 versions of Python and the key packages, the training device, the seeds, and the
-start and end time of every job (read from the timestamps of its log).
+start, end, status and true peak memory of every job (from the record each job writes beside its log).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from . import __version__, io
+from .runner import job_record_path
 
 PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib", "opacus")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
-_PEAK = re.compile(r"finished \(peak memory (\d+) MB\)")
 
 
 def versions():
@@ -50,22 +50,31 @@ def git_state(workflow_dir):
 
 
 def job_times(log_dir):
-    """{job log (relative): {start, end[, peak_memory_mb]}} from the first and last timestamp of
-    each log and the peak memory its "finished" line reports."""
+    """{job log (relative): {start, end[, seconds, status, peak_memory_mb]}} of every job log.
+
+    From the job record each rule writes beside its log (see :func:`genovae.runner.write_job_record`);
+    a log without one (a job that died before it could write it) gets its first and last timestamp.
+    """
     out = {}
     for log in sorted(Path(log_dir).rglob("*.log")):
-        stamps, peak = [], None
+        record = job_record_path(log)
+        if record.is_file():
+            try:
+                rec = io.read_json(record)
+            except ValueError:
+                rec = None
+            if isinstance(rec, dict) and rec.get("start"):
+                out[str(log.relative_to(log_dir))] = {k: rec[k] for k in ("start", "end", "seconds", "status",
+                                                                          "peak_memory_mb") if rec.get(k) is not None}
+                continue
+        stamps = []
         with open(log, errors="replace") as fh:
             for line in fh:
                 m = _STAMP.match(line)
                 if m:
                     stamps.append(m.group(1))
-                p = _PEAK.search(line)
-                if p:
-                    peak = int(p.group(1))
         if stamps:
-            out[str(log.relative_to(log_dir))] = {"start": stamps[0], "end": stamps[-1],
-                                                  **({"peak_memory_mb": peak} if peak is not None else {})}
+            out[str(log.relative_to(log_dir))] = {"start": stamps[0], "end": stamps[-1]}
     return out
 
 

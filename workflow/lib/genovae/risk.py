@@ -131,66 +131,84 @@ def mean_decoded_shift(model, transform, base, shift, library_all, library, bloc
     return total / max(len(base), 1)
 
 
+def contrast_names(condition, case=None, control=None):
+    """Names of the contrasts of ``condition``, in the order the workflow numbers them (1, 2, ...)."""
+    return [name for name, _, _ in contrasts(condition, case, control)]
+
+
+def rank_contrast(model, cohort, transform, name, case_m, ctrl_m, latent_fdr=0.05, mu=None):
+    """(risk gene table sorted by ``vae_rank``, latent dimension table) of one contrast."""
+    if mu is None:
+        from .evaluate import encode
+
+        mu, _ = encode(model, cohort.x)
+    scale = np.asarray(transform.scale)
+    to_log2 = np.log2(transform.log_base)
+    t_dim, p_dim = welch(mu[case_m], mu[ctrl_m])
+    fdr_dim = bh(p_dim)
+    shift = mu[case_m].mean(axis=0) - mu[ctrl_m].mean(axis=0)
+    used = fdr_dim < latent_fdr
+    if not used.any():
+        used = np.ones_like(used)
+    shift = np.where(used, shift, 0.0)
+    sd = np.sqrt((mu[case_m].var(axis=0, ddof=1) + mu[ctrl_m].var(axis=0, ddof=1)) / 2)
+    dims = pd.DataFrame(
+        {
+            "contrast": name,
+            "dimension": [f"z{i + 1}" for i in range(mu.shape[1])],
+            "mean_difference": mu[case_m].mean(axis=0) - mu[ctrl_m].mean(axis=0),
+            "cohens_d": np.divide(shift, sd, out=np.zeros_like(sd), where=sd > 0),
+            "t_stat": t_dim,
+            "p_value": p_dim,
+            "fdr": fdr_dim,
+            "used_for_genes": used,
+        }
+    )
+    delta_log = mean_decoded_shift(
+        model, transform, mu[ctrl_m], shift, cohort.library_all[ctrl_m], cohort.library[ctrl_m]
+    )
+    vae_score = delta_log / scale
+    case_stats = log_moments(cohort.x, case_m, transform)
+    ctrl_stats = log_moments(cohort.x, ctrl_m, transform)
+    t, p = welch_from_moments(*case_stats, *ctrl_stats)
+    lfc = (case_stats[1] - ctrl_stats[1]) * to_log2
+    df = pd.DataFrame(
+        {
+            "contrast": name,
+            "gene": cohort.genes,
+            "vae_score": vae_score,
+            "vae_log2_fold_change": delta_log * to_log2,
+            "t_stat": t,
+            "p_value": p,
+            "fdr": bh(p),
+            "log2_fold_change": lfc,
+        }
+    )
+    df["vae_rank"] = _rank(-np.abs(df["vae_score"].to_numpy()))
+    df["classical_rank"] = _rank(df["p_value"].to_numpy(), tiebreak=-np.abs(t))
+    return df.sort_values("vae_rank")[list(RISK_COLUMNS)], dims
+
+
+def annotate(risk, annotation):
+    """``risk`` with the gene table's annotation columns (symbol, description, ...) joined on."""
+    if annotation is None or annotation.shape[1] == 0:
+        return risk
+    ann = annotation.drop(columns=[c for c in annotation.columns if c in RISK_COLUMNS], errors="ignore")
+    return risk.merge(ann, left_on="gene", right_index=True, how="left")
+
+
 def rank_genes(model, cohort, transform, case=None, control=None, latent_fdr=0.05, annotation=None):
-    """Return (risk gene table, latent dimension table)."""
+    """(risk gene table, latent dimension table) of every contrast, in contrast order."""
     from .evaluate import encode
 
     mu, _ = encode(model, cohort.x)
-    scale = np.asarray(transform.scale)
-    to_log2 = np.log2(transform.log_base)
     tables, dims = [], []
     for name, case_m, ctrl_m in contrasts(cohort.condition, case, control):
-        t_dim, p_dim = welch(mu[case_m], mu[ctrl_m])
-        fdr_dim = bh(p_dim)
-        shift = mu[case_m].mean(axis=0) - mu[ctrl_m].mean(axis=0)
-        used = fdr_dim < latent_fdr
-        if not used.any():
-            used = np.ones_like(used)
-        shift = np.where(used, shift, 0.0)
-        sd = np.sqrt((mu[case_m].var(axis=0, ddof=1) + mu[ctrl_m].var(axis=0, ddof=1)) / 2)
-        dims.append(
-            pd.DataFrame(
-                {
-                    "contrast": name,
-                    "dimension": [f"z{i + 1}" for i in range(mu.shape[1])],
-                    "mean_difference": mu[case_m].mean(axis=0) - mu[ctrl_m].mean(axis=0),
-                    "cohens_d": np.divide(shift, sd, out=np.zeros_like(sd), where=sd > 0),
-                    "t_stat": t_dim,
-                    "p_value": p_dim,
-                    "fdr": fdr_dim,
-                    "used_for_genes": used,
-                }
-            )
-        )
-        delta_log = mean_decoded_shift(
-            model, transform, mu[ctrl_m], shift, cohort.library_all[ctrl_m], cohort.library[ctrl_m]
-        )
-        vae_score = delta_log / scale
-        case_stats = log_moments(cohort.x, case_m, transform)
-        ctrl_stats = log_moments(cohort.x, ctrl_m, transform)
-        t, p = welch_from_moments(*case_stats, *ctrl_stats)
-        lfc = (case_stats[1] - ctrl_stats[1]) * to_log2
-        df = pd.DataFrame(
-            {
-                "contrast": name,
-                "gene": cohort.genes,
-                "vae_score": vae_score,
-                "vae_log2_fold_change": delta_log * to_log2,
-                "t_stat": t,
-                "p_value": p,
-                "fdr": bh(p),
-                "log2_fold_change": lfc,
-            }
-        )
-        df["vae_rank"] = _rank(-np.abs(df["vae_score"].to_numpy()))
-        df["classical_rank"] = _rank(df["p_value"].to_numpy(), tiebreak=-np.abs(t))
-        tables.append(df.sort_values("vae_rank"))
+        table, dim = rank_contrast(model, cohort, transform, name, case_m, ctrl_m, latent_fdr, mu=mu)
+        tables.append(table)
+        dims.append(dim)
     risk = pd.concat(tables, ignore_index=True)
-    risk = risk[list(RISK_COLUMNS)]
-    if annotation is not None and annotation.shape[1] > 0:
-        ann = annotation.drop(columns=[c for c in annotation.columns if c in RISK_COLUMNS], errors="ignore")
-        risk = risk.merge(ann, left_on="gene", right_index=True, how="left")
-    return risk, pd.concat(dims, ignore_index=True)
+    return annotate(risk, annotation), pd.concat(dims, ignore_index=True)
 
 
 def _rank(key, tiebreak=None):

@@ -8,10 +8,13 @@ have left, so that nothing half-written looks like a result.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sys
+import time
 import traceback
+from pathlib import Path
 
 from .errors import GenovaeError
 
@@ -83,6 +86,32 @@ def prepare_outputs(snakemake):
         io.remove_stale_tmp_in(folder)
 
 
+def job_record_path(log_path):
+    """The job record written beside a rule's log: ``logs/<name>.log`` -> ``logs/<name>.job.json``."""
+    log_path = Path(log_path)
+    return log_path.with_name(log_path.stem + ".job.json")
+
+
+def write_job_record(log_path, rule, started, status):
+    """Beside the log: the job's rule, start and end (UTC), seconds, status and true peak memory (MB).
+
+    Read by provenance (``provenance.json``'s ``jobs``) and the benchmarks; Snakemake's own
+    benchmark samples memory about once a second and can miss a short peak.
+    """
+    from . import io
+
+    end = time.time()
+    peak = peak_rss_mb()
+    stamp = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    try:
+        io.write_json(job_record_path(log_path), {
+            "rule": rule, "status": status, "start": stamp(started), "end": stamp(end),
+            "seconds": round(end - started, 3), "peak_memory_mb": None if peak is None else int(round(peak)),
+        })
+    except OSError:  # the record is a courtesy: never turn a finished job into a failed one
+        pass
+
+
 def run_rule(snakemake, step):
     """Call ``step(snakemake, log_stream)`` with logging and user-facing errors."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
@@ -96,8 +125,11 @@ def run_rule(snakemake, step):
         log.error(msg)
         print("\n" + msg + "\n", file=sys.stderr, flush=True)
         sys.exit(1)
+    started = time.time()
+    status = "failed"
     try:
         step(snakemake, stream)
+        status = "ok"
         # the true peak of the job (Snakemake's benchmark: samples memory about once a second)
         peak = peak_rss_mb()
         log.info("rule %s finished%s", snakemake.rule, "" if peak is None else f" (peak memory {peak:.0f} MB)")
@@ -112,5 +144,7 @@ def run_rule(snakemake, step):
         log.error("unexpected error in rule %s:\n%s", snakemake.rule, traceback.format_exc())
         raise
     finally:
+        if log_path:
+            write_job_record(log_path, snakemake.rule, started, status)
         if stream is not None:
             stream.flush()

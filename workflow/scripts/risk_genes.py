@@ -1,28 +1,23 @@
-"""Rule apply_model: latent space, reconstruction errors, risk genes, test metrics."""
+"""Rule risk_genes: both risk-gene rankings of one contrast (wildcard ``contrast``: its number)."""
 
 from _bootstrap import run_rule
 
-from genovae.apply import apply_model
+from genovae.apply import risk_step
 
 
 def step(sm, _log):
-    apply_model(
+    risk_step(
         model=sm.input.model,
         features=sm.input.features,
         split=sm.input.split,
         matrix=sm.input.matrix,
         transform=sm.input.transform,
         genes=sm.input.genes,
-        out_latent=sm.output.latent,
-        out_errors=sm.output.errors,
+        contrast=int(sm.wildcards.contrast),
         out_risk=sm.output.risk,
         out_dims=sm.output.dims,
-        out_test=sm.output.test,
-        samples=sm.input.samples,
-        out_labels=sm.output.labels,
         threads=sm.threads,
         **sm.params.risk,
-        **sm.params.labels,
     )
 
 

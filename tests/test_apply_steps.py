@@ -1,0 +1,72 @@
+"""The selected model applied one job per result: steps, the per-contrast merge, job records."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from genovae import io, provenance, runner
+
+
+def test_concat_tsv_is_exact_and_keeps_contrast_order(tmp_path):
+    a, b, out = tmp_path / "a.tsv", tmp_path / "b.tsv", tmp_path / "out.tsv"
+    a.write_text("contrast\tgene\tp\nA_vs_rest\t007\t1e-300\n")
+    b.write_text("contrast\tgene\tp\nB_vs_rest\tNA\t0.5\nB_vs_rest\tx\tnan\n")
+    io.concat_tsv([a, b], out)
+    # no value is parsed: gene "007" and "NA" and the p-values stay as written
+    assert out.read_text() == "contrast\tgene\tp\nA_vs_rest\t007\t1e-300\nB_vs_rest\tNA\t0.5\nB_vs_rest\tx\tnan\n"
+    # a table without a final newline does not glue its last row to the next table's first
+    a.write_text("contrast\tgene\tp\nA_vs_rest\t1\t0.1")
+    io.concat_tsv([a, b], out)
+    assert out.read_text().splitlines()[1:3] == ["A_vs_rest\t1\t0.1", "B_vs_rest\tNA\t0.5"]
+
+
+def test_concat_tsv_refuses_tables_with_other_columns_and_writes_nothing(tmp_path):
+    a, b, out = tmp_path / "a.tsv", tmp_path / "b.tsv", tmp_path / "out.tsv"
+    a.write_text("contrast\tgene\nA\tx\n")
+    b.write_text("contrast\tgene\tsymbol\nB\ty\tY\n")
+    with pytest.raises(ValueError, match="columns differ"):
+        io.concat_tsv([a, b], out)
+    assert not out.exists() and not list(tmp_path.glob(".out.tsv*"))
+
+
+def test_every_job_writes_a_record_that_provenance_reads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {"run": "demo", "new_data": {"name": "new"}, "privacy": {}}
+    log = "results/demo/logs/train/round_1.log"
+    out = "results/demo/rounds/1/x.txt"
+    job = SimpleNamespace(rule="train", output=[out], log=[log], config=config)
+    runner.run_rule(job, lambda sm, _log: io.write_text(out, "x"))
+    record = json.loads((tmp_path / "results/demo/logs/train/round_1.job.json").read_text())
+    assert record["rule"] == "train" and record["status"] == "ok"
+    assert isinstance(record["peak_memory_mb"], int) and record["peak_memory_mb"] > 10
+    assert record["seconds"] >= 0 and record["start"] <= record["end"]
+    # a failed job says so, and its outputs are gone
+    failed = SimpleNamespace(rule="evaluate", output=[out], log=["results/demo/logs/evaluate.log"], config=config)
+
+    def boom(sm, _log):
+        io.write_text(out, "half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        runner.run_rule(failed, boom)
+    assert not (tmp_path / out).exists()
+    jobs = provenance.job_times(tmp_path / "results/demo/logs")
+    assert jobs["train/round_1.log"]["status"] == "ok" and jobs["evaluate.log"]["status"] == "failed"
+    assert jobs["train/round_1.log"]["peak_memory_mb"] == record["peak_memory_mb"]
+    # a log without a record (a job killed before it could write one) keeps its timestamps
+    (tmp_path / "results/demo/logs/killed.log").write_text("2026-11-29 10:00:00 INFO genovae: rule x started\n")
+    assert provenance.job_times(tmp_path / "results/demo/logs")["killed.log"] == {
+        "start": "2026-11-29 10:00:00", "end": "2026-11-29 10:00:00"}
+
+
+def test_contrast_names_number_the_contrasts_as_the_risk_jobs_do():
+    from genovae.risk import contrast_names, contrasts
+
+    cond = ["EWS", "BL", "NB", "RMS", "EWS"]
+    assert contrast_names(cond) == [n for n, _, _ in contrasts(cond)] == [
+        "BL_vs_rest", "EWS_vs_rest", "NB_vs_rest", "RMS_vs_rest"]
+    assert contrast_names(cond, case="EWS", control="BL") == ["EWS_vs_BL"]
+    assert contrast_names(["tumour", "normal"]) == ["tumour_vs_normal"]

@@ -1,0 +1,23 @@
+"""Rule test_metrics: the selected model on validation and test samples; label structure vs PCA."""
+
+from _bootstrap import run_rule
+
+from genovae.apply import test_metrics_step
+
+
+def step(sm, _log):
+    test_metrics_step(
+        model=sm.input.model,
+        features=sm.input.features,
+        split=sm.input.split,
+        matrix=sm.input.matrix,
+        transform=sm.input.transform,
+        samples=sm.input.samples,
+        out_test=sm.output.test,
+        out_labels=sm.output.labels,
+        threads=sm.threads,
+        **sm.params.labels,
+    )
+
+
+run_rule(snakemake, step)  # noqa: F821
