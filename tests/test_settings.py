@@ -52,7 +52,8 @@ def test_demo_config_loads():
 
 def test_retrain_plan_stated_once():
     s = load_settings({**SIM, "train": {"epochs": 100, "lr": 0.01, "seed": 5},
-                       "retrain": {"epochs_factor": 2.0, "lr_factor": 0.5, "max_rounds": 4}})
+                       "retrain": {"strategy": "warm_start", "epochs_factor": 2.0, "lr_factor": 0.5,
+                                   "max_rounds": 4}})
     assert s.retrain_plan() == {"epochs": 100, "lr": 0.01, "seed": 5, "strategy": "warm_start",
                                 "epochs_factor": 2.0, "lr_factor": 0.5, "max_rounds": 4}
     assert s.round_training(1) == {"epochs": 100, "lr": 0.01, "seed": 5, "warm_start": False}
@@ -122,7 +123,7 @@ def test_every_key_is_described_and_config_readme_is_generated_from_the_schema()
 
 def test_rule_params_come_from_the_settings():
     s = load_settings({**SIM, "train": {"epochs": 10, "precision": "bf16"}, "analysis": {"labels": ["batch"]},
-                       "retrain": {"metric": "val_r2", "threshold": 0.3}})
+                       "retrain": {"metric": "val_r2", "threshold": 0.3, "strategy": "warm_start"}})
     assert s.train_params(2)["epochs"] == 15 and s.train_params(2)["warm_start"]
     assert s.train_params(1)["precision"] == "bf16" and "dp" not in s.train_params(1)
     assert s.decide_params() == {"metric": "val_r2", "threshold": 0.3}

@@ -156,3 +156,20 @@ def test_overview_page_shows_verdict_tables_and_symbols(tmp_path):
         assert w.replace("'", "&#x27;") in page
     assert "SYM0" in page and "SYM9" in page and "SYM10" not in page  # top 10 per contrast, with symbols
     assert "<table" in page and "AML_vs_ALL" in page
+
+
+def test_failed_threshold_names_each_rounds_diagnosis_and_change():
+    sel = selection()
+    sel["rounds"][0].update(diagnosis="overfitting", diagnosis_reason="validation/training error 2x against PCA's 1.1x",
+                            change="overfitting: hidden [64] -> [32], dropout 0.1 -> 0.2")
+    sel["rounds"][1].update(diagnosis="underfitting", diagnosis_reason="training error 1.2x PCA's",
+                            change="underfitting: hidden [32] -> [64]")
+    v = verdict(sel)
+    why = [w for w in v["warnings"] if w.startswith("Why the rounds fell short")]
+    assert len(why) == 1
+    assert "round 1: overfitting (validation/training error 2x" in why[0]
+    assert "next round: hidden [64] -> [32], dropout 0.1 -> 0.2" in why[0]
+    assert "round 2: underfitting" in why[0] and "round 3" not in why[0]
+    assert "the selected round's diagnosis is underfitting" in v["headline"]  # round 2 is the best
+    # a passing run says nothing of it
+    assert not any("Why the rounds" in w for w in verdict(selection(values=(1.0,), met=True))["warnings"])

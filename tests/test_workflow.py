@@ -147,7 +147,9 @@ def test_full_run_produces_every_output(tiny):
 
 
 def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):
-    write_config(tiny, with_changes(retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 3}))
+    # warm_start (no longer the default; the adaptive loop has its own test below)
+    write_config(tiny, with_changes(retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 3,
+                                             "strategy": "warm_start"}))
     run_snakemake(tiny)
     assert rounds_on_disk(tiny) == [1, 2, 3]
     summary = json.loads((tiny / RESULTS / "summary.json").read_text())
@@ -161,6 +163,33 @@ def test_unreachable_threshold_runs_max_rounds_and_selects_the_best(tiny):
     # warm start: later rounds begin from the previous round's weights, with more epochs
     info2 = json.loads((tiny / RESULTS / "rounds/2/train_info.json").read_text())
     assert info2["warm_start"] is True and info2["settings"]["epochs"] > TINY_CONFIG["train"]["epochs"]
+
+
+def test_adaptive_round_follows_the_diagnosis_of_the_round_before(tiny):
+    """retrain.strategy: adaptive (the default): round 1's decision diagnoses it and says what round 2
+    changes; round 2 trains from scratch with exactly those settings, and model.hidden: auto is resolved."""
+    write_config(tiny, with_changes(model={"hidden": "auto"},
+                                    retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 2}))
+    run_snakemake(tiny)
+    assert rounds_on_disk(tiny) == [1, 2]
+    d1 = json.loads((tiny / RESULTS / "rounds/1/decision.json").read_text())
+    assert d1["diagnosis"] in ("overfitting", "underfitting", "posterior_collapse", "kl_dominates", "fits", "unclear")
+    assert d1["change"].startswith(d1["diagnosis"]) and d1["evidence"]["val_ratio_pca"] > 0
+    info1 = json.loads((tiny / RESULTS / "rounds/1/train_info.json").read_text())
+    info2 = json.loads((tiny / RESULTS / "rounds/2/train_info.json").read_text())
+    assert isinstance(info1["model"]["hidden"], list)  # auto, resolved from the training samples and genes
+    assert d1["settings"]["hidden"] == info1["model"]["hidden"]
+    round2 = {**{k: info2["model"][k] for k in ("hidden", "dropout")},
+              **{k: info2["settings"][k] for k in ("epochs", "lr", "weight_decay", "beta", "kl_warmup_epochs",
+                                                   "patience")}}
+    assert round2 == d1["next_settings"]
+    assert info2["warm_start"] is False and info2["seed"] == info1["seed"] + 1
+    summary = json.loads((tiny / RESULTS / "summary.json").read_text())
+    assert summary["rounds"][0]["diagnosis"] == d1["diagnosis"]
+    assert any("Why the rounds fell short" in w for w in summary["warnings"])
+    # the threshold alone retrains nothing, also for adaptive rounds
+    jobs = planned_jobs(tiny, "--config", "retrain={metric: val_r2, threshold: 3.0, max_rounds: 2}")
+    assert "decide" in jobs and "train" not in jobs and "evaluate" not in jobs
 
 
 def test_reachable_threshold_runs_one_round(tiny):

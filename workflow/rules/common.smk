@@ -151,9 +151,35 @@ def contrast_tables(wildcards):
 # ----------------------------------------------------------------- params
 # What each job depends on comes from genovae.settings (S.<rule>_params()); rules
 # call those directly. Only the wildcard-dependent ones need a function here.
+def round_params(round_):
+    """Model config and training settings of one round (the retrain plan changes them per round).
+
+    An adaptive round r > 1 reads round r-1's decision (its settings and diagnosis): it is
+    read as a file, not an input, so that a decide rerun (e.g. a new retrain.threshold) that
+    writes the same diagnosis retrains nothing; the loop asks for round r only once round
+    r-1's checkpoint has run.
+    """
+    r = int(round_)
+    previous = None
+    if r > 1 and S.retrain.strategy == "adaptive":
+        path = Path(f"{R}/rounds/{r - 1}/decision.json")
+        if path.is_file():
+            with open(path) as fh:
+                previous = json.load(fh)
+    try:
+        return S.round_params(r, previous)
+    except GenovaeError as exc:
+        raise WorkflowError(f"genovae {exc}")
+
+
 def train_params(wildcards):
     """Training settings of one round (the retrain plan changes them per round)."""
-    return S.train_params(wildcards.round)
+    return round_params(wildcards.round)["train"]
+
+
+def model_params(wildcards):
+    """Model config of one round (model.hidden may be auto; adaptive rounds change it)."""
+    return round_params(wildcards.round)["model"]
 
 
 def new_data_params(wildcards):

@@ -26,7 +26,7 @@ rule train:
         gpu=train_gpus(),
         gpu_model=train_gpu_model(),
     params:
-        model=S.model_params(),
+        model=model_params,
         train=train_params,
     script:
         "../scripts/train.py"
@@ -73,6 +73,7 @@ checkpoint decide:
     params:
         **S.dp_decide_params(),
         decide=S.decide_params(),
+        strategy=S.retrain.strategy,
     script:
         "../scripts/decide.py"
 

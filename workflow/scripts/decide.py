@@ -12,6 +12,7 @@ def step(sm, _log):
         round_=int(sm.wildcards.round),
         privacy=sm.params.get("privacy"),
         infos=list(sm.input.infos),
+        strategy=sm.params.get("strategy", "adaptive"),
         **sm.params.decide,
     )
 

@@ -110,12 +110,42 @@ def evaluate_round(
     metrics["best_epoch"] = blob["info"]["best_epoch"]
     metrics["epochs_run"] = blob["info"]["epochs_run"]
     metrics["seed"] = blob["info"]["seed"]
+    metrics["latent_dim"] = int(vae.config["latent_dim"])
+    # what the round trained with (model.hidden resolved): the diagnosis and the next adaptive round read it
+    train_settings = blob["info"].get("settings") or {}
+    metrics["settings"] = {
+        "model": {k: v for k, v in vae.config.items() if k != "n_genes"},
+        "train": {k: v for k, v in train_settings.items() if k != "dp"},
+    }
     io.write_json(out_metrics, metrics)
     return metrics
 
 
-def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=None, infos=()):
-    """Write round ``round_``'s decision; with DP (``privacy``) also its privacy budget block."""
+def round_diagnosis(m, strategy="adaptive"):
+    """The decision's diagnosis block from a round's metrics: why it falls short
+    (genovae.loop.diagnose), the settings it trained with and, with ``adaptive``, what the
+    next round changes (genovae.loop.adapt). None of it depends on the threshold."""
+    from .loop import ADAPT_TRAIN_KEYS, adapt, diagnose, round_adapt_settings
+
+    d = diagnose(m)
+    block = {"diagnosis": d["diagnosis"], "diagnosis_reason": d["reason"], "evidence": d["evidence"]}
+    st = m.get("settings") or {}
+    if st.get("model") and all(k in (st.get("train") or {}) for k in ADAPT_TRAIN_KEYS):
+        block["settings"] = round_adapt_settings(st["model"], st["train"])
+        if strategy == "adaptive":
+            nxt = adapt(block["settings"], d)
+            block["change"] = nxt["change"]
+            block["next_settings"] = nxt["settings"]
+        elif strategy == "warm_start":
+            block["change"] = "warm_start: continue from this round's weights, more epochs at a lower lr"
+        else:
+            block["change"] = "reseed: the same settings from a new initialisation"
+    return block
+
+
+def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=None, infos=(), strategy="adaptive"):
+    """Write round ``round_``'s decision with its diagnosis (and, with ``adaptive``, the next
+    round's change); with DP (``privacy``) also its privacy budget block."""
     import logging
 
     from . import io
@@ -123,6 +153,7 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
 
     m = io.read_json(metrics)
     decision = {"round": int(round_), **decide(m, metric, threshold), "seed": m.get("seed")}
+    decision.update(round_diagnosis(m, strategy))
     if privacy:
         from .privacy import budget_decision
 
@@ -135,13 +166,16 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
         )
     io.write_json(out_decision, decision)
     logging.getLogger(__name__).info(
-        "round %d: %s = %.4g (%s), threshold %g: %s",
+        "round %d: %s = %.4g (%s), threshold %g: %s; diagnosis %s (%s)%s",
         round_,
         metric,
         decision["value"],
         decision["direction"],
         threshold,
         "passed" if decision["passed"] else "not met",
+        decision["diagnosis"],
+        decision["diagnosis_reason"],
+        f"; a next round would change {decision['change']}" if decision.get("change") else "",
     )
     return decision
 
@@ -180,7 +214,7 @@ def select_model(
         "loop_stop_reason": None if stop in (None, "passed", "max_rounds") else stop,
         "rounds": [
             {
-                **{k: d.get(k) for k in ("round", "metric", "value", "passed", "seed")},
+                **{k: d.get(k) for k in ("round", "metric", "value", "passed", "seed", "diagnosis", "diagnosis_reason", "change")},
                 **({"epsilon": d["privacy"]["epsilon"]} if d.get("privacy") else {}),
             }
             for d in ds

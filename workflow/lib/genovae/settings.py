@@ -334,6 +334,23 @@ class Settings:
     def decide_params(self):
         return {"metric": self.retrain.metric, "threshold": self.retrain.threshold}
 
+    def round_params(self, round_, previous_decision=None):
+        """{"model": ..., "train": ...} of one round. With ``retrain.strategy: adaptive`` a round
+        r > 1 adapts round r-1's settings to its diagnosis (``previous_decision``: round r-1's
+        decision.json; genovae.loop.adaptive_round) and trains from scratch."""
+        model, train = self.model_params(), self.train_params(round_)
+        if self.retrain.strategy == "adaptive" and int(round_) > 1:
+            if not previous_decision or "diagnosis" not in previous_decision:
+                raise ConfigError(
+                    "retrain.strategy",
+                    f"adaptive round {round_} needs round {int(round_) - 1}'s decision with its diagnosis; "
+                    "run the loop from round 1 (snakemake builds the rounds in order)",
+                )
+            from .loop import adaptive_round
+
+            model, train = adaptive_round(model, train, previous_decision)
+        return {"model": model, "train": train}
+
     def label_params(self):
         return {"condition": self.analysis.condition, "labels": list(self.analysis.labels)}
 

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from .errors import ConfigError, TrainingError
+from .loop import resolve_hidden
 from .model import VAE
 from .settings import section_defaults
 
@@ -316,6 +317,9 @@ def train_vae(
     n = data.n
     if n < 2:
         raise TrainingError("the train split has fewer than 2 samples")
+    # model.hidden: auto is sized by the training samples and genes (genovae.loop.auto_hidden)
+    model_config = {**model_config, "hidden": resolve_hidden(
+        model_config.get("hidden", "auto"), n, data.x.shape[1], model_config.get("latent_dim", 10))}
     model = VAE(n_genes=data.x.shape[1], **model_config).to(dev)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -375,6 +379,8 @@ def train_vae(
         "best_val_loss": float(best[0]),
         "seconds": time.perf_counter() - t0,
         "seed": int(seed),
+        "model": dict(model_config),  # as trained: model.hidden resolved
+        "n_train": int(n),
     }
     if plan.precision is not None:
         info["precision"] = plan.precision

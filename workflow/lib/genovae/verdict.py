@@ -108,6 +108,17 @@ def build_verdict(
             f"round{'s' if rounds_run != 1 else ''}; the best, round {selected}, has {_fmt(value)}"
         )
         warnings.append(f"The model {threshold_text}.")
+        # why: the retrain loop's diagnosis of each round (genovae.loop.diagnose) and what the next one changed
+        tried = [r for r in selection["rounds"] if r.get("diagnosis")]
+        if tried:
+            steps = "; ".join(
+                f"round {r['round']}: {r['diagnosis']}"
+                + (f" ({r['diagnosis_reason']})" if r.get("diagnosis_reason") else "")
+                + (f", next round: {r['change'].split(': ', 1)[-1]}"
+                   if r.get("change") and int(r["round"]) < rounds_run else "")
+                for r in tried
+            )
+            warnings.append(f"Why the rounds fell short of the threshold: {steps}.")
 
     # -- held-out reconstruction against PCA
     test = {
@@ -214,6 +225,9 @@ def build_verdict(
         parts.append(f"only {active} of {latent_dim} latent dimensions are active")
     if label_worse:
         parts.append(f"its latent space separates {', '.join(sorted({w[0] for w in label_worse}))} worse than {pca_name}")
+    diag = next((r.get("diagnosis") for r in selection["rounds"] if int(r["round"]) == selected), None)
+    if not met and diag in ("overfitting", "underfitting", "posterior_collapse", "kl_dominates"):
+        parts.append(f"the selected round's diagnosis is {diag.replace('_', ' ')}")
     headline = "; ".join(parts)
     if advice and (status != "pass" or poor_recon):
         headline += "; consider " + "; or ".join(dict.fromkeys(advice))
