@@ -48,6 +48,25 @@ def test_fit_f_dist_trend_recovers_a_mean_variance_trend():
     assert de.fit_f_dist(s2, d)[0] < 0.5 * est_d0
 
 
+def test_trend_spline_spans_the_space_of_r_ns():
+    # R's ns(x, df=4, intercept=TRUE): cubic B-splines on the range and the 1/3, 2/3 quantiles,
+    # constrained to zero second derivative at both ends; same least-squares fit as de's basis
+    from scipy.interpolate import BSpline
+
+    rng = np.random.default_rng(1)
+    x = rng.gamma(2, 2, 400)
+    y = np.sin(x) + rng.normal(size=400)
+    lo, hi = x.min(), x.max()
+    knots = np.r_[[lo] * 4, np.quantile(x, [1 / 3, 2 / 3]), [hi] * 4]
+    b = BSpline.design_matrix(x, knots, 3).toarray()
+    eye = np.eye(b.shape[1])
+    cons = np.array([[BSpline(knots, eye[i], 3).derivative(2)(at) for i in range(b.shape[1])] for at in (lo, hi)])
+    ns = b @ np.linalg.svd(cons)[2][2:].T
+    ref = ns @ np.linalg.lstsq(ns, y, rcond=None)[0]
+    basis = de._ns_basis(x, de._ns_knots(x, 4))
+    np.testing.assert_allclose(basis @ np.linalg.lstsq(basis, y, rcond=None)[0], ref, atol=1e-10)
+
+
 def test_hand_derived_values():
     # df = 2: e = log(s2) + euler_gamma; var(log s2) = pi^2/3 makes evar = pi^2/3 - trigamma(1) = pi^2/6,
     # so d0 = 2 trigammaInverse(pi^2/6) = 2 and s0_2 = exp(mean(e) + digamma(1) - log(1)) = exp(mean log s2) = 1
@@ -245,5 +264,8 @@ def test_classical_route_missing_sample(tmp_path):
     path = tmp_path / "m.parquet"
     io.write_matrix(path, df.iloc[1:])
     case, control = _masks(len(df))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="not in the matrix"):
+        de.classical_route(path, transform, list(df.index), None, case, control)
+    io.write_matrix(path, df.iloc[[0] + list(range(len(df)))])
+    with pytest.raises(InputError, match="more than once"):
         de.classical_route(path, transform, list(df.index), None, case, control)

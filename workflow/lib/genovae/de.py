@@ -231,8 +231,8 @@ def moderated_t(n1, mean1, var1, n2, mean2, var2, covariate=None):
     s2_fit = np.where(constant, np.nan, s2)
     post, d0, s0_2 = squeeze_var(s2_fit, d, covariate)
     post = np.where(constant, 0.0, post)
-    ok_df = np.isfinite(s2_fit)
-    pooled = float(d[ok_df].sum()) if ok_df.any() else np.inf
+    # limma: min(d + d0, sum(df.residual)), the residual df of all genes pooled
+    pooled = float(d[d > 0].sum()) if (d > 0).any() else np.inf
     df_total = np.minimum(d + d0, pooled)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (mean1 - mean2) / np.sqrt(post * (1.0 / n1 + 1.0 / n2))
@@ -302,7 +302,11 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
         nonlocal rows
         index, _, values = io.read_matrix_values(matrix_path, columns=cols)
         if rows is None:
-            pos = pd.Index(index).get_indexer(sample_ids)
+            index = pd.Index(index)
+            if not index.is_unique:
+                dup = list(index[index.duplicated()][:5])
+                raise InputError(matrix_path, f"sample ids occur more than once, e.g. {dup}")
+            pos = index.get_indexer(sample_ids)
             if (pos < 0).any():
                 missing = list(sample_ids[pos < 0][:5])
                 raise InputError(matrix_path, f"{int((pos < 0).sum())} sample(s) not in the matrix, e.g. {missing}")
