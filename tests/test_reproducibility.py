@@ -111,8 +111,12 @@ def test_raising_max_rounds_continues_from_the_last_round(rerun_dir):
     assert summary["rounds_run"] == 3
     for r, m in mtimes.items():  # finished rounds were reused, not retrained
         assert (rerun_dir / R / f"rounds/{r}/model.pt").stat().st_mtime_ns == m
+    # retrain.strategy: adaptive (the default since issue 15; this asserted warm start before): round 3
+    # trains from scratch with the settings round 2's decision named
     info = json.loads((rerun_dir / R / "rounds/3/train_info.json").read_text())
-    assert info["warm_start"] is True
+    d2 = json.loads((rerun_dir / R / "rounds/2/decision.json").read_text())
+    assert info["warm_start"] is False and info["model"]["hidden"] == d2["next_settings"]["hidden"]
+    assert info["settings"]["weight_decay"] == d2["next_settings"]["weight_decay"]
 
 
 def test_plot_setting_reruns_only_the_report(rerun_dir):
