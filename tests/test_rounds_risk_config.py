@@ -11,7 +11,7 @@ import yaml
 from genovae.config import coerce_types
 from genovae.dataset import Cohort
 from genovae.preprocess import Transform
-from genovae.risk import bh, contrasts, rank_genes, ranking_metrics
+from genovae.risk import RISK_COLUMNS, bh, contrasts, rank_genes, ranking_metrics
 from genovae.loop import METRICS, better, decide, loop_continues, round_settings, select_round
 from genovae.simulate import simulate_cohort
 from genovae.train import train_vae
@@ -294,18 +294,7 @@ def planted():
     return cohort, transform, model, truth, logx
 
 
-COLUMNS = [
-    "contrast",
-    "gene",
-    "vae_score",
-    "vae_rank",
-    "vae_log2_fold_change",
-    "t_stat",
-    "p_value",
-    "fdr",
-    "log2_fold_change",
-    "classical_rank",
-]
+COLUMNS = list(RISK_COLUMNS)
 
 
 def test_rank_genes_table(planted):
@@ -314,12 +303,24 @@ def test_rank_genes_table(planted):
     assert list(risk.columns) == COLUMNS
     assert set(risk["contrast"]) == {"case_vs_control"}
     n = len(cohort.genes)
-    assert len(risk) == n and sorted(risk["gene"]) == sorted(cohort.genes)
+    assert len(risk) == n and sorted(risk["gene"]) == sorted(cohort.genes) and risk["in_model"].all()
     for col in ("vae_rank", "classical_rank"):
         assert sorted(risk[col]) == list(range(1, n + 1))
-    # the table is sorted by the VAE rank, which orders |vae_score|
+    # the table is sorted by the VAE rank, which orders the conservative effect (vae_score)
     assert list(risk["vae_rank"]) == list(range(1, n + 1))
-    assert np.all(np.diff(risk["vae_score"].abs().to_numpy()) <= 1e-12)
+    assert np.all(np.diff(risk["vae_score"].to_numpy()) <= 1e-12) and (risk["vae_score"] >= 0).all()
+    assert ((risk["vae_proba_de"] >= 0) & (risk["vae_proba_de"] <= 1)).all()
+    # calls only when the route did not abstain
+    calls = risk["vae_call"].to_numpy()
+    assert set(risk["vae_status"]) <= {"called", "abstained"}
+    if (risk["vae_status"] == "abstained").all():
+        assert not calls.any()
+    # the expected FDR of the call list is at most the target; calls are the most probable changes
+    if calls.any():
+        assert (1 - risk.loc[calls, "vae_proba_de"]).mean() <= 0.05 + 1e-12
+        assert risk.loc[calls, "vae_proba_de"].min() >= risk.loc[~calls, "vae_proba_de"].max() - 1e-12
+    # the conservative effect is at most the posterior mean's magnitude
+    assert (risk["vae_score"] <= risk["vae_log2_fold_change"].abs() + 1e-9).all()
     # the classical rank orders p-values
     by_classical = risk.sort_values("classical_rank")
     assert np.all(np.diff(by_classical["p_value"].to_numpy()) >= 0)
@@ -332,14 +333,18 @@ def test_rank_genes_table(planted):
     row = risk.set_index("gene").loc[g]
     assert row["log2_fold_change"] == pytest.approx(lfc, rel=1e-5)
     assert np.sign(row["log2_fold_change"]) == np.sign(truth["log2_fold_change"].iloc[0])
-    # vae_score is in scaled units; vae_log2_fold_change the same change in log2
-    s = np.asarray(transform.scale)[[cohort.genes.index(x) for x in risk["gene"]]]
-    np.testing.assert_allclose(
-        risk["vae_log2_fold_change"], risk["vae_score"] * s / np.log(2), rtol=1e-5, atol=1e-8
-    )
+    # the VAE's decoded fold change of a planted gene has the planted sign
+    assert np.sign(row["vae_log2_fold_change"]) == np.sign(truth["log2_fold_change"].iloc[0])
     # latent table: one row per dimension
     assert list(dims["dimension"]) == ["z1", "z2", "z3"]
-    assert dims["used_for_genes"].dtype == bool
+    assert dims["separates_groups"].dtype == bool
+
+
+def test_rank_genes_is_deterministic_for_a_seed(planted):
+    cohort, transform, model, _, _ = planted
+    a, _ = rank_genes(model, cohort, transform, case="case", control="control", seed=3)
+    b, _ = rank_genes(model, cohort, transform, case="case", control="control", seed=3)
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_rank_genes_recovers_planted(planted):

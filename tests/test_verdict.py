@@ -140,10 +140,14 @@ def test_overview_page_shows_verdict_tables_and_symbols(tmp_path):
     pd.DataFrame(selection()["rounds"]).assign(selected=[False, True, False]).to_csv(
         tmp_path / "rounds.tsv", sep="\t", index=False)
     risk = pd.DataFrame({
-        "contrast": ["AML_vs_ALL"] * 12, "gene": [f"p{i}_at" for i in range(12)],
-        "vae_score": range(12), "vae_rank": range(1, 13), "log2_fold_change": 1.0, "fdr": 0.01,
+        "contrast": ["AML_vs_ALL"] * 12, "gene": [f"p{i}_at" for i in range(12)], "in_model": True,
+        "vae_score": range(12), "vae_rank": range(1, 13), "vae_call": [True] * 3 + [False] * 9,
+        "vae_status": "called", "vae_proba_de": 0.99, "log2_fold_change": 1.0, "fdr": 0.01,
         "classical_rank": range(12, 0, -1), "symbol": [f"SYM{i}" for i in range(12)],
     })
+    # a contrast where the VAE route abstained: its top genes are the classical route's
+    risk = pd.concat([risk, risk.assign(contrast="T_vs_B", vae_status="abstained", vae_call=False,
+                                        symbol=[f"ALT{i}" for i in range(12)])])
     risk.to_csv(tmp_path / "risk.tsv", sep="\t", index=False)
     pd.DataFrame([{"label": "disease", "scope": "test", "representation": "vae", "n": 12, "knn_accuracy": 0.8}]).to_csv(
         tmp_path / "labels.tsv", sep="\t", index=False)
@@ -155,6 +159,10 @@ def test_overview_page_shows_verdict_tables_and_symbols(tmp_path):
     for w in v["warnings"]:
         assert w.replace("'", "&#x27;") in page
     assert "SYM0" in page and "SYM9" in page and "SYM10" not in page  # top 10 per contrast, with symbols
+    assert "the VAE route called 3 gene(s)" in page
+    # abstained: classical ranks 1..10 are rows 11..2 (ALT11..ALT2), and the page says why
+    assert "ALT11" in page and "ALT2" in page and "ALT1<" not in page and "ALT0" not in page
+    assert "classical route; the VAE route abstained" in page
     assert "<table" in page and "AML_vs_ALL" in page
 
 

@@ -56,6 +56,7 @@ rule risk_genes:
     output:
         risk=f"{R}/risk/{{contrast}}/risk_genes.tsv",
         dims=f"{R}/risk/{{contrast}}/latent_dims.tsv",
+        route=f"{R}/risk/{{contrast}}/route.json",
     log:
         f"{R}/logs/risk_genes/{{contrast}}.log",
     benchmark:
@@ -81,6 +82,7 @@ rule risk_table:
             category="4. Risk genes",
         ),
         dims=f"{R}/latent_dims.tsv",
+        routes=f"{R}/risk_routes.json",
     log:
         f"{R}/logs/risk_table.log",
     benchmark:

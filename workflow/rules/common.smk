@@ -145,6 +145,7 @@ def contrast_tables(wildcards):
     return {
         "risk": expand(f"{R}/risk/{{contrast}}/risk_genes.tsv", contrast=numbers),
         "dims": expand(f"{R}/risk/{{contrast}}/latent_dims.tsv", contrast=numbers),
+        "routes": expand(f"{R}/risk/{{contrast}}/route.json", contrast=numbers),
     }
 
 

@@ -57,6 +57,7 @@ rule summarize:
         decisions=loop_decisions,  # re-evaluated after each checkpoint, like plots
         round_metrics=loop_metrics,
         risk=f"{R}/risk_genes.tsv",
+        routes=f"{R}/risk_routes.json",
         truth=truth_file(),
         synthetic=synthetic_metrics(),
     output:

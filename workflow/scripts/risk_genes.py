@@ -16,6 +16,7 @@ def step(sm, _log):
         contrast=int(sm.wildcards.contrast),
         out_risk=sm.output.risk,
         out_dims=sm.output.dims,
+        out_route=sm.output.route,
         threads=sm.threads,
         **sm.params.risk,
     )

@@ -6,7 +6,14 @@ from genovae.apply import risk_table_step
 
 
 def step(sm, _log):
-    risk_table_step(risk=sm.input.risk, dims=sm.input.dims, out_risk=sm.output.risk, out_dims=sm.output.dims)
+    risk_table_step(
+        risk=sm.input.risk,
+        dims=sm.input.dims,
+        routes=sm.input.routes,
+        out_risk=sm.output.risk,
+        out_dims=sm.output.dims,
+        out_routes=sm.output.routes,
+    )
 
 
 run_rule(snakemake, step)  # noqa: F821

@@ -17,6 +17,7 @@ def step(sm, _log):
         latent_dim=sm.params.latent_dim,
         condition=sm.params.condition,
         risk=sm.input.risk,
+        routes=sm.input.routes,
         truth=sm.input.get("truth") or None,
         synthetic=sm.input.get("synthetic") or None,
         out_summary=sm.output.summary,

@@ -113,12 +113,15 @@ def test_metrics_step(
 
 
 def risk_step(
-    *, model, features, split, matrix, transform, genes, contrast, out_risk, out_dims, case=None, control=None,
-    latent_fdr=0.05, threads=1,
+    *, model, features, split, matrix, transform, genes, contrast, out_risk, out_dims, out_route, case=None,
+    control=None, latent_fdr=0.05, risk_fdr=0.05, lfc_delta=0.25, vae_draws=32, vae_permutations=49, seed=0,
+    threads=1,
 ):
-    """Rule ``risk_genes``: both rankings of contrast number ``contrast`` (1-based, in the order of
-    :func:`genovae.risk.contrasts`)."""
+    """Rule ``risk_genes``: both routes of contrast number ``contrast`` (1-based, in the order of
+    :func:`genovae.risk.contrasts`): the VAE route on the modelled genes, the classical route on every
+    collected gene of ``matrix``; ``out_route`` says whether the VAE route called genes or abstained."""
     from . import io
+    from .de import classical_route
     from .errors import InputError
     from .risk import annotate, contrasts, rank_contrast
 
@@ -127,18 +130,28 @@ def risk_step(
     if not 1 <= int(contrast) <= len(every):
         raise InputError(split, f"contrast {contrast} was asked for, but the cohort has {len(every)}; rerun the workflow")
     name, case_m, ctrl_m = every[int(contrast) - 1]
-    risk, dims = rank_contrast(vae, cohort, t, name, case_m, ctrl_m, latent_fdr)
+    classical, info = classical_route(matrix, t, cohort.sample_ids, cohort.library_all, case_m, ctrl_m)
+    risk, dims, route = rank_contrast(
+        vae, cohort, t, name, case_m, ctrl_m, latent_fdr, classical=classical, draws=vae_draws,
+        permutations=vae_permutations, lfc_delta=lfc_delta, risk_fdr=risk_fdr, seed=int(seed) + int(contrast),
+    )
+    route["classical"] = info
+    route["vae_settings"] = {"draws": vae_draws, "permutations": vae_permutations, "lfc_delta": lfc_delta,
+                             "risk_fdr": risk_fdr, "latent_fdr": latent_fdr}
     risk = annotate(risk, io.read_gene_table(genes, na="none").set_index("gene"))
     io.write_tsv(out_risk, risk)
     io.write_tsv(out_dims, dims)
+    io.write_json(out_route, route)
 
 
-def risk_table_step(*, risk, dims, out_risk, out_dims):
-    """Rule ``risk_table``: the contrasts' tables, in contrast order, as one table each (text, exact)."""
+def risk_table_step(*, risk, dims, routes, out_risk, out_dims, out_routes):
+    """Rule ``risk_table``: the contrasts' tables, in contrast order, as one table each (text, exact),
+    and the routes' summaries as one list."""
     from . import io
 
     io.concat_tsv(list(risk), out_risk)
     io.concat_tsv(list(dims), out_dims)
+    io.write_json(out_routes, [io.read_json(p) for p in routes])
 
 
 def apply_new_data(

@@ -43,7 +43,7 @@ OBSM_KEY = "X_genovae"
 INPUT_LAYER = "genovae_input"
 MODELLED = "genovae_modelled"
 #: per-gene scores of risk_genes.tsv written to var, one column per contrast
-SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene"))
+SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene", "in_model", "vae_status"))
 
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -101,7 +101,8 @@ def _condition_columns(sheet, condition_values):
 def gene_scores(risk, genes):
     """Risk-gene table (contrast x gene rows) -> one column per score and contrast, indexed by gene."""
     out = pd.DataFrame(index=pd.Index(genes, name="gene"))
-    out["genovae_used"] = out.index.isin(set(risk["gene"].astype(str)))
+    used = risk if "in_model" not in risk.columns else risk[risk["in_model"].astype(str).str.lower() == "true"]
+    out["genovae_used"] = out.index.isin(set(used["gene"].astype(str)))
     for contrast, part in risk.groupby("contrast", sort=False):
         part = part.assign(gene=part["gene"].astype(str)).drop_duplicates("gene").set_index("gene")
         for col in SCORE_COLUMNS:

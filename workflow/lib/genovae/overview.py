@@ -107,15 +107,30 @@ def _headline_html(summary, risk=None, top=TOP_GENES):
     return _table(("", "value"), [(f"<b>{k}</b>", val) for k, val in rows])
 
 
+def _vae_abstained(sub):
+    """Whether the VAE route abstained for this contrast (its rows say so in ``vae_status``)."""
+    if "vae_status" not in sub.columns:
+        return False
+    return bool((sub["vae_status"].astype(str) == "abstained").any())
+
+
+def _top(sub, top):
+    """The contrast's top genes: the VAE route's, or the classical route's when the VAE route abstained."""
+    if _vae_abstained(sub):
+        return sub.nsmallest(top, "classical_rank"), "classical route; the VAE route abstained"
+    return sub.nsmallest(top, "vae_rank"), "VAE route"
+
+
 def _top_genes_rows(risk, top):
-    """One headline row per contrast: its top genes (VAE route), by symbol where known."""
+    """One headline row per contrast: its top genes, by symbol where known."""
     if risk.empty:
         return [("top genes", "no contrast was tested")]
     ann = [c for c in risk.columns if c not in RISK_COLUMNS]
     rows = []
     for contrast, sub in risk.groupby("contrast", sort=False):
-        names = [gene_label(r["gene"], r[ann], describe=False) for _, r in sub.nsmallest(top, "vae_rank").iterrows()]
-        rows.append((f"top {top} genes, {_e(contrast)}", _e(", ".join(names))))
+        best, route = _top(sub, top)
+        names = [gene_label(r["gene"], r[ann], describe=False) for _, r in best.iterrows()]
+        rows.append((f"top {top} genes, {_e(contrast)} ({route})", _e(", ".join(names))))
     return rows
 
 
@@ -139,21 +154,24 @@ def _genes_html(risk, top=TOP_GENES):
     desc = next((c for c in risk.columns if c.lower() == "description"), None)
     out = []
     for contrast, sub in risk.groupby("contrast", sort=False):
-        sub = sub.nsmallest(top, "vae_rank")
+        best, route = _top(sub, top)
+        calls = int(sub["vae_call"].astype(str).str.lower().eq("true").sum()) if "vae_call" in sub else 0
         header = ["VAE rank", "gene"] + (["symbol"] if sym else []) + (["description"] if desc and not sym else [])
-        header += ["VAE score", "log2 fold change", "FDR (t-test)", "t-test rank"]
+        header += ["VAE P(DE)", "VAE call", "log2 fold change", "FDR (moderated t)", "t-test rank"]
         rows = []
-        for _, r in sub.iterrows():
-            row = [_e(int(r["vae_rank"])), _e(r["gene"])]
+        for _, r in best.iterrows():
+            row = [_e("" if pd.isna(r["vae_rank"]) else int(r["vae_rank"])), _e(r["gene"])]
             if sym:
                 row.append(_e("" if pd.isna(r[sym]) else r[sym]))
             elif desc:
                 text = "" if pd.isna(r[desc]) else str(r[desc])
                 row.append(_e(text[:60] + ("…" if len(text) > 60 else "")))
-            row += [_e(_fmt(r["vae_score"])), _e(_fmt(r["log2_fold_change"])), _e(_fmt(r["fdr"])),
-                    _e(int(r["classical_rank"]))]
+            row += [_e(_fmt(r["vae_proba_de"])), _e("yes" if str(r["vae_call"]).lower() == "true" else ""),
+                    _e(_fmt(r["log2_fold_change"])), _e(_fmt(r["fdr"])), _e(int(r["classical_rank"]))]
             rows.append(row)
-        out.append(f"<h4 style='margin:10px 0 2px 0'>{_e(contrast)}</h4>" + _table(header, rows))
+        note = f"top {top} by the {route}; the VAE route called {calls} gene(s)"
+        out.append(f"<h4 style='margin:10px 0 2px 0'>{_e(contrast)}</h4><p style='margin:0 0 4px 0'>{_e(note)}</p>"
+                   + _table(header, rows))
     return "".join(out)
 
 

@@ -301,10 +301,25 @@ def reconstruction_error(errors, path, dpi=120):
 
 def _read_risk(risk):
     df = pd.read_csv(risk, sep="\t", dtype=str, keep_default_na=False)
-    for col in ("vae_score", "vae_rank", "p_value", "fdr", "log2_fold_change"):
+    for col in ("vae_score", "vae_rank", "p_value", "fdr", "log2_fold_change", "classical_rank"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
+
+
+def top_rank_column(sub):
+    """The rank a contrast's top genes are shown by: ``vae_rank``, or ``classical_rank`` (modelled genes
+    only) when the VAE route abstained (``vae_status``), so that no noise ranking is shown as a result."""
+    if "vae_status" in sub.columns and (sub["vae_status"] == "abstained").any():
+        return "classical_rank"
+    return "vae_rank"
+
+
+def _top_rows(sub, k, modelled=False):
+    col = top_rank_column(sub)
+    if modelled and "in_model" in sub.columns:
+        sub = sub[sub["in_model"].str.lower() == "true"]
+    return sub.nsmallest(k, col), col
 
 
 def _annotation_columns(df):
@@ -334,7 +349,8 @@ def volcano(risk, path, top_genes=30, dpi=120):
         sub = df[(df["contrast"] == c) & df["p_value"].notna() & df["log2_fold_change"].notna()]
         x = sub["log2_fold_change"].to_numpy(float)
         y = -np.log10(np.clip(sub["p_value"].to_numpy(float), 1e-300, 1))
-        top = (sub["vae_rank"] <= top_genes).to_numpy()
+        col = top_rank_column(sub)
+        top = (sub[col] <= top_genes).to_numpy()
         ax.scatter(x[~top], y[~top], s=6, c="lightgrey")
         ax.scatter(x[top], y[top], s=14, c="tab:red", edgecolor="darkred", lw=0.3, zorder=3)
         ax.axvline(0, color="grey", lw=0.5)
@@ -352,10 +368,11 @@ def volcano(risk, path, top_genes=30, dpi=120):
         else:
             ax.text(0.5, 0.5, "no gene reaches FDR < 5%", transform=ax.transAxes, ha="center", fontsize=9,
                     color="tab:blue", bbox=dict(facecolor="white", edgecolor="tab:blue", alpha=0.8))
-        ax.set_title(f"{c}: {n_sig} of {len(sub)} genes at FDR < 5%", fontsize=10)
+        route = "VAE top" if col == "vae_rank" else "VAE abstained; t-test top"
+        ax.set_title(f"{c}: {n_sig} of {len(sub)} genes at FDR < 5% ({route} {top_genes} in red)", fontsize=9)
         ax.set_xlabel("log2 fold change (classical)")
-        ax.set_ylabel("-log10 p (Welch t-test)")
-        lab = sub.assign(px=x, py=y).nsmallest(min(VOLCANO_LABELS, top_genes), "vae_rank")
+        ax.set_ylabel("-log10 p (moderated t-test)")
+        lab = sub.assign(px=x, py=y).nsmallest(min(VOLCANO_LABELS, top_genes), col)
         texts = [ax.text(r["px"], r["py"], gene_label(r["gene"], r[ann_cols], max_len=16), fontsize=6.5)
                  for _, r in lab.iterrows()]
         if texts:
@@ -367,7 +384,7 @@ def volcano(risk, path, top_genes=30, dpi=120):
     handles = [
         Line2D([], [], marker="o", ls="", color="lightgrey", markersize=4, label="other genes"),
         Line2D([], [], marker="o", ls="", color="tab:red", markeredgecolor="darkred", markersize=5,
-               label=f"VAE top {top_genes} (top {min(VOLCANO_LABELS, top_genes)} labelled)"),
+               label=f"top {top_genes} (top {min(VOLCANO_LABELS, top_genes)} labelled)"),
         Line2D([], [], color="tab:blue", ls="--", lw=1, label="FDR 5% (Benjamini-Hochberg)"),
     ]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
@@ -381,7 +398,7 @@ def risk_heatmap(risk, features, latent, path, top_genes=30, dpi=120, condition=
     per = max(1, top_genes // len(contrasts))
     genes, block = [], []
     for c in contrasts:
-        new = [g for g in df[df["contrast"] == c].nsmallest(per, "vae_rank")["gene"] if g not in genes]
+        new = [g for g in _top_rows(df[df["contrast"] == c], per, modelled=True)[0]["gene"] if g not in genes]
         genes += new
         block.append((c, len(new)))
     ann = df.drop_duplicates("gene").set_index("gene")[ann_cols]

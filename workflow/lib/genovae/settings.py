@@ -356,7 +356,16 @@ class Settings:
 
     def risk_params(self):
         a = self.analysis
-        return {"case": a.case, "control": a.control, "latent_fdr": a.latent_fdr}
+        return {
+            "case": a.case,
+            "control": a.control,
+            "latent_fdr": a.latent_fdr,
+            "risk_fdr": a.risk_fdr,
+            "lfc_delta": a.lfc_delta,
+            "vae_draws": a.vae_draws,
+            "vae_permutations": a.vae_permutations,
+            "seed": self.train.seed,
+        }
 
     def generate_params(self):
         g = self.generate

@@ -27,6 +27,7 @@ def summarize(
     latent_dim=None,
     condition="condition",
     synthetic=None,
+    routes=None,
 ):
     """summary.json, with the verdict (genovae.verdict) and every warning of the run in one list.
 
@@ -77,8 +78,17 @@ def summarize(
         direction=METRICS.get(sel["metric"], "min"),
         stop_reason=summary.get("loop_stop_reason"),
     )
-    # one list of everything a user should know: data warnings from collect, then the verdict's
+    # one list of everything a user should know: data warnings from collect, then the verdict's,
+    # then the risk-gene routes' (a VAE route that abstained says why)
     summary["warnings"] = summary["warnings"] + summary["verdict"]["warnings"]
+    if routes:
+        summary["risk_routes"] = io.read_json(routes)
+        for r in summary["risk_routes"]:
+            if str(r.get("vae_status", "")).startswith("abstained"):
+                summary["warnings"].append(
+                    f"risk genes, {r['contrast']}: the VAE route {r['vae_status']}; it calls no genes — use the "
+                    f"classical route ({r.get('classical_fdr_0_05', 0)} genes at FDR < 0.05)"
+                )
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
