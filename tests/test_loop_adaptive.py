@@ -142,6 +142,9 @@ def test_settings_round_params_adaptive():
     assert r2 == dict(zip(("model", "train"), adaptive_round(s.model_params(), s.train_params(2), dec)))
     with pytest.raises(Exception, match="decision"):
         s.round_params(2, None)
+    # a decision written before adaptive rounds existed: the plan's settings (decide reruns and writes one)
+    old = {"round": 1, "metric": "val_mse_ratio_pca", "value": 1.2, "passed": False}
+    assert s.round_params(2, old) == {"model": s.model_params(), "train": s.train_params(2)}
 
 
 def test_other_strategies_ignore_the_decision():

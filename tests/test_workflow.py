@@ -183,6 +183,19 @@ def test_adaptive_round_follows_the_diagnosis_of_the_round_before(tiny):
               **{k: info2["settings"][k] for k in ("epochs", "lr", "weight_decay", "beta", "kl_warmup_epochs",
                                                    "patience")}}
     assert round2 == d1["next_settings"]
+    # round 2 differs from round 1 exactly in what the change names, and as the diagnosis says
+    changed = {k for k in round2 if round2[k] != d1["settings"][k]}
+    assert all(k in d1["change"] for k in changed)
+    if d1["diagnosis"] == "overfitting":
+        before = d1["settings"]
+        assert (round2["weight_decay"] > before["weight_decay"] or round2["dropout"] > before["dropout"]
+                or round2["hidden"] < before["hidden"])
+    elif d1["diagnosis"] == "underfitting":
+        assert round2["epochs"] > d1["settings"]["epochs"] or round2["hidden"] > d1["settings"]["hidden"]
+    elif d1["diagnosis"] in ("posterior_collapse", "kl_dominates"):
+        assert round2["beta"] < d1["settings"]["beta"]
+    else:
+        assert not changed
     assert info2["warm_start"] is False and info2["seed"] == info1["seed"] + 1
     summary = json.loads((tiny / RESULTS / "summary.json").read_text())
     assert summary["rounds"][0]["diagnosis"] == d1["diagnosis"]

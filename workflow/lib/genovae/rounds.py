@@ -157,6 +157,9 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
     if privacy:
         from .privacy import budget_decision
 
+        if strategy == "adaptive" and decision.get("next_settings"):
+            # the next round's epochs are the adapted ones (adaptive rounds do not compound factors)
+            privacy = {**privacy, "epochs": decision["next_settings"]["epochs"]}
         decision["privacy"] = budget_decision(
             list(infos),
             round_=round_,

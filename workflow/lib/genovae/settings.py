@@ -340,12 +340,16 @@ class Settings:
         decision.json; genovae.loop.adaptive_round) and trains from scratch."""
         model, train = self.model_params(), self.train_params(round_)
         if self.retrain.strategy == "adaptive" and int(round_) > 1:
-            if not previous_decision or "diagnosis" not in previous_decision:
+            if not previous_decision:
                 raise ConfigError(
                     "retrain.strategy",
                     f"adaptive round {round_} needs round {int(round_) - 1}'s decision with its diagnosis; "
                     "run the loop from round 1 (snakemake builds the rounds in order)",
                 )
+            if "settings" not in previous_decision:
+                # a decision written before adaptive rounds existed (decide reruns and writes one that has
+                # them): the plan's settings until then, so that planning the DAG does not fail
+                return {"model": model, "train": {**train, "warm_start": False}}
             from .loop import adaptive_round
 
             model, train = adaptive_round(model, train, previous_decision)
