@@ -190,8 +190,8 @@ def _embed_2d(z, seed=0, max_tsne=3000):
 
 def latent_space(latent, samples, labels, path, dpi=120, condition="condition"):
     """Latent means in 2-D, one row per label column, one column per projection."""
-    df = pd.read_csv(latent, sep="\t", dtype={"sample_id": str, "condition": str}, keep_default_na=False)
-    sheet = pd.read_csv(samples, sep="\t", dtype=str, keep_default_na=False).set_index("sample_id")
+    df = io.read_latent(latent, na="none")
+    sheet = io.read_sample_sheet(samples, na="none").set_index("sample_id")
     z = df.filter(regex=r"^z\d+$").to_numpy(float)
     views = _embed_2d(z)
     label_cols = ["condition"] + [c for c in dict.fromkeys(labels) if c in sheet.columns and c != condition]
@@ -269,7 +269,7 @@ def latent_space(latent, samples, labels, path, dpi=120, condition="condition"):
 
 
 def reconstruction_error(errors, path, dpi=120):
-    df = pd.read_csv(errors, sep="\t", dtype={"sample_id": str, "condition": str, "split": str})
+    df = io.read_reconstruction_errors(errors, na="pandas")
     levels = sorted(df["condition"].unique())
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(levels) + 2.5), 4))
     data = [df.loc[df["condition"] == lvl, "reconstruction_mse"].dropna() for lvl in levels]
@@ -404,7 +404,7 @@ def risk_heatmap(risk, features, latent, path, top_genes=30, dpi=120, condition=
     ann = df.drop_duplicates("gene").set_index("gene")[ann_cols]
     labels = _unique_labels(genes, [gene_label(g, ann.loc[g] if g in ann.index else None, 30) for g in genes])
     x = io.read_matrix(features)[genes]
-    lat = pd.read_csv(latent, sep="\t", dtype={"sample_id": str, "condition": str}).set_index("sample_id")
+    lat = io.read_latent(latent, na="pandas").set_index("sample_id")
     order = lat.sort_values(["condition", "sample_id"]).index
     x = x.loc[order]
     v = x.to_numpy().T

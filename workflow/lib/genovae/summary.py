@@ -37,7 +37,7 @@ def summarize(
     sel = io.read_json(selection)
     met = io.read_json(test)
     tr = io.read_json(transform)
-    sp = pd.read_csv(split, sep="\t", dtype={"sample_id": str})
+    sp = io.read_split(split)
     metrics = {
         f"{part}_{k}": met[f"{part}_{k}"] for part in ("val", "test") for k in HEADLINE if f"{part}_{k}" in met
     }
@@ -94,7 +94,7 @@ def summarize(
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
     if truth:
         planted = pd.read_csv(truth, sep="\t")["gene"].astype(str).tolist()
-        r = pd.read_csv(risk, sep="\t", dtype={"gene": str})
+        r = io.read_risk(risk)
         summary["ranking"] = ranking_metrics(r, planted)
     io.write_json(out_summary, summary)
     return summary
