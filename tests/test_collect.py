@@ -515,7 +515,12 @@ def test_split_seed_is_not_a_split(inputs):
     # 3 samples per group are enough for train/val/test; 'seed' is not a fourth split
     cond = ["B" if s in ("S01", "S02", "S03") else "A" for s in inputs.sheet.sample_id]
     inputs.write_sheet(inputs.sheet.assign(condition=cond))
-    inputs.run(split={"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1})
+    manifest = inputs.run(split={"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1})
+    # collected, with every sample of the small group kept (a 'seed' split would have refused it)
+    out = inputs.outputs()
+    assert manifest and out["out_matrix"].is_file()
+    sheet = io.read_sample_sheet(out["out_samples"])
+    assert sorted(sheet.loc[sheet["condition"] == "B", "sample_id"]) == ["S01", "S02", "S03"]
 
 
 @pytest.mark.parametrize(

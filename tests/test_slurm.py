@@ -332,11 +332,22 @@ def test_profiles_and_the_gpu_switch(tiny):
     assert res["gpu"] == "1" and res["gpu_model"] == "a100"
     proc = run_snakemake(tiny, "--dry-run", "--workflow-profile", "profiles/local", *on)
     assert proc.stdout.count("gpu=1") == 1, "only the train job asks for a GPU"
-    # the SLURM profile (a dry run needs the plugin, not a cluster)
-    try:
-        import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        return
+
+
+@pytest.mark.workflow
+def test_slurm_profile_requests(tiny):
+    """The SLURM profile's requests in a dry run (needs the executor plugin, not a cluster)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm not installed")
+    shutil.copytree(REPO / "profiles", tiny / "profiles")
+    on = ("--config", "resources={gpu: true, gpu_model: a100}")
     res = train_resources(tiny, "--workflow-profile", "profiles/slurm", *on)
     assert res["gpu"] == "1" and res["mem_mb"] == "8000" and res["runtime"] == "240"
     assert res["cpus_per_task"] == str(TINY_THREADS)
+    # cpus_per_task follows train.threads (not a constant that happens to equal it); the test's
+    # `--cores 2` caps threads at 2 even for remote jobs, so 2 is the value that tells them apart
+    assert TINY_THREADS == 1
+    cfg = yaml.safe_load((tiny / "config" / "config.yaml").read_text())
+    cfg["train"]["threads"] = 2
+    (tiny / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = train_resources(tiny, "--workflow-profile", "profiles/slurm", *on)
+    assert res["cpus_per_task"] == "2"
