@@ -70,3 +70,28 @@ def test_contrast_names_number_the_contrasts_as_the_risk_jobs_do():
         "BL_vs_rest", "EWS_vs_rest", "NB_vs_rest", "RMS_vs_rest"]
     assert contrast_names(cond, case="EWS", control="BL") == ["EWS_vs_BL"]
     assert contrast_names(["tumour", "normal"]) == ["tumour_vs_normal"]
+
+
+def test_known_genes_are_ranked_by_both_routes_in_every_contrast():
+    import pandas as pd
+
+    from genovae.summary import known_gene_ranks
+
+    risk = pd.DataFrame({
+        "contrast": ["A_vs_B"] * 3 + ["B_vs_A"] * 3,
+        "gene": ["g1", "g2", "g3"] * 2,
+        "in_model": [True, True, False] * 2,
+        "vae_rank": [2, 1, None, 1, 2, None],
+        "vae_call": [True, False, False, False, False, False],
+        "classical_rank": [3, 1, 2, 1, 3, 2],
+        "fdr": [0.2, 0.01, 0.03, 0.01, 0.2, 0.03],
+        "log2_fold_change": [1.0, 2.0, -1.0, -1.0, -2.0, 1.0],
+        "symbol": ["CD33", "MPO", "ZYX"] * 2,
+    })
+    rows = known_gene_ranks(risk, ["cd33", "ZYX", "NOPE"])
+    first = {r["gene"]: r for r in rows if r["contrast"] == "A_vs_B"}
+    assert first["cd33"]["id"] == "g1" and first["cd33"]["vae_rank"] == 2 and first["cd33"]["vae_call"]
+    assert first["cd33"]["classical_rank"] == 3 and first["cd33"]["n_modelled"] == 2 and first["cd33"]["n_genes"] == 3
+    assert first["ZYX"]["vae_rank"] is None and first["ZYX"]["classical_rank"] == 2  # not modelled: t-test only
+    assert first["NOPE"] == {"contrast": "A_vs_B", "gene": "NOPE", "found": False}
+    assert len(rows) == 6

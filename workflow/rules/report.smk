@@ -76,6 +76,7 @@ rule summarize:
         run=S.run,
         latent_dim=S.model.latent_dim,
         condition=S.analysis.condition,
+        known_genes=list(S.analysis.known_genes),
     script:
         "../scripts/summarize.py"
 

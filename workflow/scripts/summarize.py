@@ -18,6 +18,7 @@ def step(sm, _log):
         condition=sm.params.condition,
         risk=sm.input.risk,
         routes=sm.input.routes,
+        known_genes=sm.params.known_genes,
         truth=sm.input.get("truth") or None,
         synthetic=sm.input.get("synthetic") or None,
         out_summary=sm.output.summary,

@@ -175,6 +175,23 @@ def _genes_html(risk, top=TOP_GENES):
     return "".join(out)
 
 
+def _known_html(rows):
+    """The known genes (analysis.known_genes) and their ranks by both routes, per contrast."""
+    if not rows:
+        return []
+    header = ["contrast", "gene", "VAE rank", "VAE call", "t-test rank", "FDR (moderated t)", "log2 fold change"]
+    body = []
+    for r in rows:
+        if not r.get("found"):
+            body.append([_e(r["contrast"]), _e(r["gene"]), "not in the data", "", "", "", ""])
+            continue
+        vae = "not modelled" if r.get("vae_rank") is None else f"{r['vae_rank']} of {r['n_modelled']}"
+        body.append([_e(r["contrast"]), _e(r["gene"]), _e(vae), "yes" if r.get("vae_call") else "",
+                     _e(f"{r['classical_rank']} of {r['n_genes']}"), _e(_fmt(r.get("fdr"))),
+                     _e(_fmt(r.get("log2_fold_change")))])
+    return ["<h3>Known genes (analysis.known_genes)</h3>", _table(header, body)]
+
+
 def render_overview(*, summary, rounds, risk, labels, out_html, out_landing=None, top_genes=TOP_GENES):
     """Write overview.html (and the report's landing-page part) from the run's tables.
 
@@ -198,8 +215,9 @@ def render_overview(*, summary, rounds, risk, labels, out_html, out_landing=None
         "<p style='margin:2px 0'>scope <i>all</i>: leave-one-out over every sample; <i>test</i>: classifiers "
         "fitted on train + validation, scored on the test samples.</p>",
         _labels_html(labels_df),
-        f"<h3>Top {top_genes} genes per contrast (VAE route)</h3>",
+        f"<h3>Top {top_genes} genes per contrast</h3>",
         _genes_html(risk_df, top_genes),
+        *_known_html(s.get("known_genes")),
         "<p style='color:#57606a'>Full tables: summary.json, model/rounds.tsv, label_metrics.tsv, risk_genes.tsv "
         "in the run's results folder.</p>",
         "</div>",

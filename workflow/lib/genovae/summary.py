@@ -28,6 +28,7 @@ def summarize(
     condition="condition",
     synthetic=None,
     routes=None,
+    known_genes=(),
 ):
     """summary.json, with the verdict (genovae.verdict) and every warning of the run in one list.
 
@@ -92,6 +93,8 @@ def summarize(
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
+    if known_genes:
+        summary["known_genes"] = known_gene_ranks(io.read_risk(risk), known_genes)
     if truth:
         planted = pd.read_csv(truth, sep="\t")["gene"].astype(str).tolist()
         r = io.read_risk(risk)
@@ -124,3 +127,41 @@ def _latent_vs_pca(rows):
                 continue
             scope.setdefault(key, {})[row["representation"]] = value
     return out
+
+
+def known_gene_ranks(risk, known):
+    """Per contrast and known gene (matched by id, else by symbol, ignoring case): its ranks by both routes.
+
+    A user's positive controls: where the markers of the condition land says more about a ranking
+    than its length.
+    """
+    from .annotation import symbol_column
+
+    sym = symbol_column(risk.columns)
+    rows = []
+    for contrast, sub in risk.groupby("contrast", sort=False):
+        ids = sub["gene"].astype(str).str.upper()
+        symbols = sub[sym].astype(str).str.upper() if sym else None
+        modelled = sub["in_model"].astype(str).str.lower().eq("true") if "in_model" in sub else pd.Series(True, sub.index)
+        for gene in known:
+            hit = sub[ids == str(gene).upper()]
+            if hit.empty and symbols is not None:
+                hit = sub[symbols == str(gene).upper()]
+            if hit.empty:
+                rows.append({"contrast": contrast, "gene": gene, "found": False})
+                continue
+            r = hit.sort_values("classical_rank").iloc[0]
+            rows.append({
+                "contrast": contrast,
+                "gene": gene,
+                "found": True,
+                "id": str(r["gene"]),
+                "vae_rank": None if pd.isna(r.get("vae_rank")) else int(r["vae_rank"]),
+                "vae_call": str(r.get("vae_call")).lower() == "true",
+                "classical_rank": int(r["classical_rank"]),
+                "fdr": float(r["fdr"]),
+                "log2_fold_change": float(r["log2_fold_change"]),
+                "n_modelled": int(modelled.sum()),
+                "n_genes": int(len(sub)),
+            })
+    return rows
