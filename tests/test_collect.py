@@ -481,7 +481,8 @@ def test_valid_formats_give_the_same_matrix(inputs, fmt):
     assert list(written.index) == SHEET_ORDER
     assert list(written.columns) == GENES
     np.testing.assert_array_equal(written.to_numpy(), expected.to_numpy())
-    assert manifest["warnings"] == []
+    # 12 samples: only plausible.check_split_sizes' note that the cohort is small
+    assert [w for w in manifest["warnings"] if "the cohort is small" not in w] == []
     assert manifest["shape_before"] == [N_SAMPLES, N_GENES]
     assert manifest["shape_after"] == [N_SAMPLES, N_GENES]
     sheet = pd.read_csv(inputs.outputs()["out_samples"], sep="\t", dtype=str)

@@ -26,6 +26,8 @@ def step(sm, _log):
         sha256=p["sha256"],
         origins=p["origins"],
         privacy=p.get("privacy"),
+        intensity_floor=p["intensity_floor"],
+        intensity_ceiling=p["intensity_ceiling"],
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, pseudonym, sources
+from . import io, plausible, pseudonym, sources
 from .errors import ConfigError, InputError
 from .sources.common import preview
 from .sources.table import COLUMN_BLOCK, parser_name, read_genes, read_samples
@@ -127,14 +127,8 @@ def check_condition(sheet, condition, case, control, min_per_group, path):
             path,
             f"has no column '{condition}' (analysis.condition); columns: {preview(sheet.columns, 10)}",
         )
+    plausible.check_labels(sheet, condition, path)  # no empty or NA-like labels, no case/space variants
     values = sheet[condition]
-    empty = values.isna() | (values.str.strip() == "")
-    if empty.any():
-        raise InputError(
-            path,
-            f"column '{condition}' is empty for {int(empty.sum())} sample(s): "
-            f"{preview(sheet.index[empty])}",
-        )
     counts = values.value_counts()
     if len(counts) < 2:
         raise InputError(
@@ -185,6 +179,8 @@ def collect(
     sha256=None,
     origins=None,
     privacy=None,
+    intensity_floor=1.0,
+    intensity_ceiling=None,
 ):
     """Validate the inputs and write the canonical matrix, sheet, genes and manifest.
 
@@ -214,13 +210,17 @@ def collect(
         )
     raw = _restore_file_names(raw, sheet, source.renamed)
     matrix = match_samples(raw, sheet, expression, sheet_path, orientation)
+    plausible.check_range(matrix, expression)
     check_values(matrix, value_type, expression)
+    plausible.check_scale(matrix, value_type, expression, warnings, intensity_floor, intensity_ceiling)
     matrix, sheet, _, scrub, pseudonymized = pseudonym.apply_to_cohort(matrix, sheet.loc[matrix.index], privacy)
     if scrub is not None:
         notes = [scrub(n) for n in notes]
     matrix = drop_empty(matrix, value_type, expression, warnings)
     sheet = sheet.loc[matrix.index]
-    check_condition(sheet, condition, case, control, min_group_size(split), sheet_path)
+    counts = check_condition(sheet, condition, case, control, min_group_size(split), sheet_path)
+    plausible.check_split_sizes(counts.to_numpy(), split, sheet_path, warnings)
+    plausible.check_outliers(matrix, value_type, expression, warnings, intensity_floor)
     if genes:
         annotation = read_genes(genes, matrix.columns)
     elif source.genes is not None and source.genes.shape[1]:
@@ -230,6 +230,7 @@ def collect(
     else:
         annotation = pd.DataFrame(index=pd.Index(matrix.columns, name="gene"))
     origins = {k: v for k, v in (origins or {}).items() if v}
+    plausible.check_downloads(origins, expected, warnings)
     inputs = [_describe(expression, "expression", source.parser, origins, expected)]
     if samples:
         inputs.append(_describe(samples, "samples", parser_name(samples), origins, expected))

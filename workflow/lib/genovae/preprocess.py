@@ -387,14 +387,18 @@ def preprocess(
     value_type,
     split,
     seed,
+    latent_dim=None,
     **transform_kwargs,
 ):
+    from .plausible import check_latent_dim
+
     matrix = io.read_matrix(matrix_path)
     sheet = io.read_sample_sheet(samples_path, na="none").set_index("sample_id", drop=False)
     sheet = sheet.loc[matrix.index]
     assignment = stratified_split(sheet[condition], split, seed)
     train_mask = (assignment == "train").to_numpy()
     t, logx = fit_transform(matrix, train_mask, value_type, **transform_kwargs)
+    check_latent_dim(len(t.genes), latent_dim, matrix_path)
     split_df = pd.DataFrame(
         {
             "sample_id": matrix.index,

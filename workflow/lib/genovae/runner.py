@@ -9,6 +9,7 @@ have left, so that nothing half-written looks like a result.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import sys
@@ -46,6 +47,36 @@ def _remove_outputs(paths):
             pass
 
 
+#: errno -> what a one-line message calls it (:func:`os_error_message`)
+OS_ERRORS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+
+
+def os_error_message(exc, outputs=()):
+    """A one-line message for an OSError a user can fix (disk full, permission denied, read-only file
+    system), naming the path: the error's own file name, else the folder of the step's first output; None
+    for any other error (a bug: it keeps its traceback). pyarrow's write errors carry the errno only in
+    their text ("[errno 28] ..."), which is read too."""
+    if not isinstance(exc, OSError):
+        return None
+    code = exc.errno
+    if code is None:
+        import re
+
+        m = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(m.group(1)) if m else None
+    what = OS_ERRORS.get(code)
+    if what is None:
+        return None
+    path = exc.filename or (os.path.dirname(str(outputs[0])) or "." if outputs else None)
+    return f"{what} at {path}" if path else what
+
+
 def peak_rss_mb():
     """This process's peak resident memory so far, in MB (2^20 bytes); None where unknown.
 
@@ -75,6 +106,8 @@ def prepare_outputs(snakemake):
 
     config = getattr(snakemake, "config", None) or {}
     root = output_root(config, snakemake.rule) if config.get("run") else None
+    if root is not None:
+        root = module_prefix(snakemake, config) / root
     exempt = (config.get("privacy") or {}).get("map_file")
     folders = set()
     for path in snakemake.output:
@@ -84,6 +117,14 @@ def prepare_outputs(snakemake):
         io.remove_stale_tmp(path)
     for folder in sorted(folders):
         io.remove_stale_tmp_in(folder)
+
+
+def module_prefix(snakemake, config):
+    """The folder Snakemake puts genovae's paths in when genovae is a module with ``prefix:``
+    (``""`` otherwise), read off the rule's log: every genovae rule logs to ``results/{run}/logs/``."""
+    log = str(snakemake.log[0]) if len(snakemake.log) else ""
+    i = log.find(f"results/{config['run']}/logs/")
+    return Path(log[:i]) if i > 0 and log[i - 1] == "/" else Path("")
 
 
 def job_record_path(log_path):
@@ -139,8 +180,14 @@ def run_rule(snakemake, step):
         log.error(msg)
         print("\n" + msg + "\n", file=sys.stderr, flush=True)
         sys.exit(1)
-    except Exception:
+    except Exception as exc:
         _remove_outputs(list(snakemake.output))
+        problem = os_error_message(exc, list(snakemake.output))
+        if problem is not None:  # disk full, permission denied: the user's to fix, no traceback
+            msg = f"genovae: rule {snakemake.rule} failed: {problem} ({exc.strerror or exc})"
+            log.error(msg)
+            print("\n" + msg + "\n", file=sys.stderr, flush=True)
+            sys.exit(1)
         log.error("unexpected error in rule %s:\n%s", snakemake.rule, traceback.format_exc())
         raise
     finally:

@@ -284,6 +284,8 @@ class Settings:
             "case": a.case,
             "control": a.control,
             "split": self.split_fractions(),
+            "intensity_floor": self.preprocess.intensity_floor,
+            "intensity_ceiling": self.preprocess.intensity_ceiling,
             "simulate": self.simulate.asdict() if self.simulate_source else None,
             **self.pseudonym_params(),
         }
@@ -308,6 +310,7 @@ class Settings:
             "n_top_genes": p.n_top_genes,
             "scaling": p.scaling,
             "gene_selection": p.gene_selection,
+            "latent_dim": self.model.latent_dim,
         }
 
     def model_params(self):

@@ -22,18 +22,22 @@ def read_geo_series_matrix(path):
     """
     io.check_readable(path)
     sample_lines, series = [], {}
-    table, begun, ended = [], False, False
+    table, begun, ended, tables = [], False, False, 0
     try:
         with io.open_text(path) as fh:
             for line in fh:
                 line = line.rstrip("\r\n")
                 low = line.lower()
                 if low.startswith("!series_matrix_table_begin"):
-                    begun = True
+                    begun, tables = True, tables + 1
                     continue
                 if low.startswith("!series_matrix_table_end"):
                     ended = True
-                    break
+                    continue
+                if ended or tables > 1:  # after the first table: only look for another one
+                    if line.startswith("!Sample_platform_id"):
+                        sample_lines.append(("platform_id", [_unquote(f) for f in line.split("\t")[1:]]))
+                    continue
                 if begun:
                     if line.strip():
                         table.append(line)
@@ -45,6 +49,14 @@ def read_geo_series_matrix(path):
                     series.setdefault(fields[0][len("!Series_"):], _unquote(fields[1]) if len(fields) > 1 else "")
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot be decompressed ({exc}); is the gzip file truncated?")
+    platforms = sorted({p for key, values in sample_lines if key == "platform_id" for p in values if p})
+    if tables > 1 or len(platforms) > 1:
+        raise InputError(
+            path,
+            f"holds {max(tables, len(platforms))} platform tables ({', '.join(platforms) or 'platforms not named'}); "
+            "genovae reads one platform: use the series' per-platform file "
+            "(GSE..-GPL.._series_matrix.txt.gz) as data.expression",
+        )
     if not begun:
         raise InputError(
             path,

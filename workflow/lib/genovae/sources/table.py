@@ -134,8 +134,9 @@ def read_numeric_parquet(path):
         ids = pf.read(columns=[id_col]).column(0).to_pandas()
         n = len(ids)
         values = np.empty((n, len(value_names)), dtype=np.float32, order="F")
-        nan_count = inf_count = 0
-        nan_first = inf_first = None
+        nan_count = inf_count = big_count = 0
+        nan_first = inf_first = big_first = None
+        f32_max = float(np.finfo(np.float32).max)
         for j in range(0, len(value_names), COLUMN_BLOCK):
             chunk = pf.read(columns=value_names[j : j + COLUMN_BLOCK], use_threads=False)
             for k, col in enumerate(chunk.columns):
@@ -150,6 +151,11 @@ def read_numeric_parquet(path):
                         inf_count += int(inf.sum())
                         cell = (int(np.argmax(inf)), j + k)
                         inf_first = cell if inf_first is None else min(inf_first, cell)
+                    big = ~inf & (np.abs(a) > f32_max) if a.dtype.itemsize > 4 else None
+                    if big is not None and big.any():  # would become infinite as float32
+                        big_count += int(big.sum())
+                        cell = (int(np.argmax(big)), j + k)
+                        big_first = cell if big_first is None else min(big_first, cell)
                 values[:, j + k] = a
             del chunk
             io.release_arrow_memory()
@@ -166,10 +172,17 @@ def read_numeric_parquet(path):
                 f"{nan_count} missing values (empty or NA), first in row {rows[r]!r}, "
                 f"column {cols[c]!r}; impute or remove them before running genovae",
             )
-        r, c = inf_first
-        return InputError(path, f"{inf_count} infinite values, first in row {rows[r]!r}, column {cols[c]!r}")
+        if inf_count:
+            r, c = inf_first
+            return InputError(path, f"{inf_count} infinite values, first in row {rows[r]!r}, column {cols[c]!r}")
+        r, c = big_first
+        return InputError(
+            path,
+            f"{big_count} value(s) beyond the float32 range (±{f32_max:.3g}) that genovae stores, first in row "
+            f"{rows[r]!r}, column {cols[c]!r}; is it a unit or typing error?",
+        )
 
-    return df, (problem if nan_count or inf_count else None)
+    return df, (problem if nan_count or inf_count or big_count else None)
 
 
 def read_samples(path, id_column="sample_id"):
