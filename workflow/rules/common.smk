@@ -1,6 +1,7 @@
 # Helpers shared by all stages - config and sample-sheet validation, paths,
 # the params each rule depends on, and the retrain loop's input function.
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,13 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "lib"))
+# Every path of genovae's own files is relative to this file, not to workflow.basedir (the
+# importing workflow's directory when genovae is used as a module).
+GENOVAE_RULES = workflow.current_basedir
+if GENOVAE_RULES.is_local:
+    # a local checkout (or module snakefile: "path/to/genovae/Snakefile"): its library;
+    # a remote module (github(...)) needs genovae installed (pip install, see docs/usage.md)
+    sys.path.insert(0, str(Path(GENOVAE_RULES.get_path_or_uri(secret_free=True)).parent / "lib"))
 from genovae.errors import GenovaeError  # noqa: E402
 from genovae.io import read_split  # noqa: E402
 from genovae.loop import continues_after  # noqa: E402
@@ -33,6 +40,18 @@ config.update(S.config)
 
 R = S.results
 SIMULATE = S.simulate_source
+
+# Used as a module with `prefix:` (or `replace_prefix:`), Snakemake moves every relative input,
+# output and log path of genovae's rules under the prefix; what genovae itself reads or passes
+# as params must look there too, and the user's data paths must stay where the user put them.
+IN_MODULE = workflow.modifier.is_module
+_PATH_MODIFIER = workflow.modifier.path_modifier
+IN_PREFIXED_MODULE = _PATH_MODIFIER.replace_prefix(R) != R
+
+
+def on_disk(path):
+    """Where a results path (f"{R}/...") lies on disk: under the module's prefix, if any."""
+    return _PATH_MODIFIER.replace_prefix(path)
 
 
 def validate_sample_sheet():
@@ -73,7 +92,10 @@ def input_file(location):
     Downloads are kept in .snakemake/storage/http/ (or --local-storage-prefix) and
     fetched again only when the server's copy is newer.
     """
-    return storage.http(location, keep_local=True) if is_url(location) else location
+    if is_url(location):
+        return storage.http(location, keep_local=True)
+    # a module's prefix applies to genovae's results, not to the user's data
+    return local(location) if IN_PREFIXED_MODULE else location
 
 
 def previous_model(wildcards):
@@ -94,15 +116,15 @@ def loop_decisions(wildcards):
     decisions, read = [], []
     for r in range(1, max_rounds + 1):
         path = f"{R}/rounds/{r}/decision.json"
-        if not Path(path).exists():
+        if not Path(on_disk(path)).exists():
             # a round not decided yet is a plain input: Snakemake schedules it even
             # when the outputs downstream exist (e.g. after raising max_rounds), and
             # re-evaluates this function once the checkpoint has run
             decisions.append(path)
             break
-        path = checkpoints.decide.get(round=r).output.decision
-        decisions.append(path)
-        with open(path) as fh:
+        checkpoints.decide.get(round=r)  # raises until round r is decided
+        decisions.append(path)  # as declared: Snakemake adds a module's prefix to inputs
+        with open(on_disk(path)) as fh:
             read.append(json.load(fh))
         if not continues_after(read, max_rounds, S.retrain.stop_without_improvement):
             break
@@ -163,7 +185,7 @@ def round_params(round_):
     r = int(round_)
     previous = None
     if r > 1 and S.retrain.strategy == "adaptive":
-        path = Path(f"{R}/rounds/{r - 1}/decision.json")
+        path = Path(on_disk(f"{R}/rounds/{r - 1}/decision.json"))
         if path.is_file():
             with open(path) as fh:
                 previous = json.load(fh)
@@ -190,7 +212,9 @@ def new_data_params(wildcards):
     select_model or training (e.g. after a threshold change), it applies what the run
     selected. The model's checksum makes apply_new rerun when the run's model changes.
     """
-    return S.new_data_params(f"{R}/model/model.pt", f"{R}/preprocess/transform.json")
+    return S.new_data_params(
+        on_disk(f"{R}/model/model.pt"), on_disk(f"{R}/preprocess/transform.json")
+    )
 
 
 # -------------------------------------------------------------- resources
@@ -226,7 +250,10 @@ def new_data_inputs(wildcards):
 def pseudonym_map_output():
     """The id map as a declared output of collect/simulate (when written)."""
     p = S.privacy
-    return {"id_map": p.map_file} if p.pseudonymize and p.map_file else {}
+    if not (p.pseudonymize and p.map_file):
+        return {}
+    # the user's path, never under a module's prefix
+    return {"id_map": local(p.map_file) if IN_PREFIXED_MODULE else p.map_file}
 
 
 def dp_round_infos(wildcards):
@@ -263,16 +290,39 @@ def end_of_run_message():
     """The verdict, the warnings and the next commands (with the run's own config)."""
     from genovae.verdict import end_of_run_text
 
-    summary = Path(f"{R}/summary.json")
+    results = on_disk(R)
+    summary = Path(f"{results}/summary.json")
     if not summary.is_file():
         return f"\ngenovae: run '{S.run}': no summary yet ({summary} is missing).\n"
     with open(summary) as fh:
-        text = end_of_run_text(json.load(fh), R, f"{R}/config.yaml")
+        text = end_of_run_text(json.load(fh), results, f"{results}/config.yaml")
     return f"\n{text}\n"
 
 
 def landing_page():
     """The report's landing page: the verdict once the run has one, else a note saying it is missing."""
-    if Path(f"{R}/report/landing.html").is_file():
-        return "workflow/report/workflow.rst"
-    return "workflow/report/workflow_unfinished.rst"
+    # relative to the Snakefile (report: resolves paths against the file that declares it)
+    if Path(on_disk(f"{R}/report/landing.html")).is_file():
+        page = "workflow/report/workflow.rst"
+    else:
+        page = "workflow/report/workflow_unfinished.rst"
+    if IN_MODULE and GENOVAE_RULES.is_local:
+        return module_landing_page(page)
+    return page
+
+
+def module_landing_page(page):
+    """As a module, the report renders the landing page with the importer's config and reads files
+    relative to the importer's directory: write the page with this run's folder filled in, in
+    .snakemake/genovae/, and return its absolute path."""
+    template = (Path(GENOVAE_RULES.get_path_or_uri(secret_free=True)).parents[1] / page).read_text()
+    text = template.replace('results/{{ snakemake.config["run"] }}', on_disk(R))
+    text = text.replace('{{ snakemake.config["run"] }}', S.run)
+    name = "_".join(Path(on_disk(R)).parts + (Path(page).name,))
+    out = Path(".snakemake", "genovae", name).resolve()
+    if not out.is_file() or out.read_text() != text:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    return str(out)

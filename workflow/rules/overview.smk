@@ -3,10 +3,6 @@
 # tables that the report's landing page shows.
 
 
-localrules:
-    run_config,
-
-
 rule run_config:
     output:
         config=f"{R}/config.yaml",
@@ -14,6 +10,8 @@ rule run_config:
         f"{R}/logs/run_config.log",
     benchmark:
         f"{R}/benchmarks/run_config.tsv"
+    # local (not a localrules: list, which a module's renamed rules would not match)
+    localrule: True
     conda:
         "../../envs/data.yaml"
     params:

@@ -101,6 +101,6 @@ rule provenance:
         "../../envs/model.yaml"
     params:
         config=config,
-        log_dir=f"{R}/logs",
+        log_dir=on_disk(f"{R}/logs"),
     script:
         "../scripts/provenance.py"
