@@ -8,11 +8,18 @@
 # Read the stages in workflow/rules/; the logic lives in workflow/lib/genovae/.
 
 
+from pathlib import Path
+
 # The demo's config applies only when no --configfile is given: a user's config
 # stands alone (every key it leaves out takes the schema's default, never the demo's).
+# It is config/config.yaml of the working directory (this repository, or a copy made by
+# snakedeploy), else genovae's own (snakemake -s path/to/genovae/Snakefile elsewhere; its
+# data paths are then genovae's files, see common.smk). A module given `config:` skips it.
+OWN_DEMO_CONFIG = not Path("config/config.yaml").is_file()
+
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: workflow.source_path("config/config.yaml") if OWN_DEMO_CONFIG else "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -25,6 +25,30 @@ from genovae.risk import contrast_names  # noqa: E402
 from genovae.settings import load_settings  # noqa: E402
 from genovae.sources import is_url  # noqa: E402
 
+GENOVAE_DIR = (
+    Path(GENOVAE_RULES.get_path_or_uri(secret_free=True)).parents[1]
+    if GENOVAE_RULES.is_local
+    else None
+)
+
+
+def demo_data_from_genovae():
+    """Run elsewhere without a config (snakemake -s path/to/genovae/Snakefile), genovae reads its
+    own demo config: its relative data paths are genovae's files, not the working directory's."""
+    own = globals().get("OWN_DEMO_CONFIG")  # set by the Snakefile
+    if not own or workflow.overwrite_configfiles or workflow.modifier.skip_configfile:
+        return
+    if GENOVAE_DIR is None:
+        return
+    data = config.get("data") or {}
+    for key in ("expression", "samples", "genes"):
+        value = data.get(key)
+        if isinstance(value, str) and not is_url(value) and not Path(value).is_absolute():
+            data[key] = str(GENOVAE_DIR / value)
+
+
+demo_data_from_genovae()
+
 
 def config_error(key, problem):
     raise WorkflowError(f"genovae config error: '{key}': {problem}")
