@@ -1,6 +1,7 @@
 # The selected model applied to the cohort: one job per result.
 #   latent (latent means, reconstruction errors) | test_metrics (held-out metrics, labels vs PCA)
 #   risk_genes (one job per contrast) -> risk_table (all contrasts in one table)
+#   predict (analysis.predict: a classifier of the condition on the latent space)
 
 
 rule latent:
@@ -91,3 +92,34 @@ rule risk_table:
         "../../envs/data.yaml"
     script:
         "../scripts/risk_table.py"
+
+
+rule predict:
+    input:
+        **selected_model_inputs(),
+    output:
+        classifier=f"{R}/model/classifier.joblib",
+        predictions=f"{R}/predictions.tsv",
+        metrics=report(
+            f"{R}/prediction_metrics.tsv",
+            caption="../report/prediction_metrics.rst",
+            category="2. Evaluation",
+            labels={"table": "prediction"},
+        ),
+        plot=report(
+            f"{R}/plots/reliability.png",
+            caption="../report/reliability.rst",
+            category="2. Evaluation",
+            labels={"figure": "reliability"},
+        ),
+    log:
+        f"{R}/logs/predict.log",
+    benchmark:
+        f"{R}/benchmarks/predict.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: S.train.threads
+    params:
+        predict=S.predict_params(),
+    script:
+        "../scripts/predict.py"

@@ -8,6 +8,7 @@ rule apply_new:
     input:
         unpack(new_data_inputs),
     output:
+        **({"predictions": f"{R}/new/{NEW}/predictions.tsv"} if S.analysis.predict else {}),
         latent=f"{R}/new/{NEW}/latent.tsv",
         errors=f"{R}/new/{NEW}/reconstruction_error.tsv",
         manifest=f"{R}/new/{NEW}/manifest.json",

@@ -292,6 +292,11 @@ def synthetic_metrics():
     return f"{R}/synthetic/metrics.json" if S.generate.enabled else []
 
 
+def prediction_metrics():
+    """predict's metrics as an input of summarize, with analysis.predict."""
+    return f"{R}/prediction_metrics.tsv" if S.analysis.predict else []
+
+
 def truth_file():
     return f"{R}/data/truth.tsv" if SIMULATE else []
 
@@ -307,6 +312,7 @@ def final_outputs():
         f"{R}/plots/loss_curves.png",
         f"{R}/provenance.json",
         f"{R}/latent.h5ad",
+        *([f"{R}/predictions.tsv", f"{R}/plots/reliability.png"] if S.analysis.predict else []),
     ]
 
 

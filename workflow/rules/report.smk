@@ -60,6 +60,7 @@ rule summarize:
         routes=f"{R}/risk_routes.json",
         truth=truth_file(),
         synthetic=synthetic_metrics(),
+        prediction=prediction_metrics(),
     output:
         summary=report(
             f"{R}/summary.json",

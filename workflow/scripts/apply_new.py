@@ -12,6 +12,7 @@ def step(sm, _log):
         out_latent=sm.output.latent,
         out_errors=sm.output.errors,
         out_manifest=sm.output.manifest,
+        out_predictions=sm.output.get("predictions"),
         threads=sm.threads,
         **sm.params.new_data,
     )

@@ -21,6 +21,7 @@ def step(sm, _log):
         known_genes=sm.params.known_genes,
         truth=sm.input.get("truth") or None,
         synthetic=sm.input.get("synthetic") or None,
+        prediction=sm.input.get("prediction") or None,
         out_summary=sm.output.summary,
     )
 

@@ -169,6 +169,7 @@ def apply_new_data(
     out_latent,
     out_errors,
     out_manifest,
+    out_predictions=None,
     threads=1,
     privacy=None,
 ):
@@ -265,6 +266,18 @@ def apply_new_data(
         "genes_ignored": int(raw.shape[1] - len(t.genes)),
         "privacy": pseudonymized,
     }
+    if out_predictions:
+        # analysis.predict: the condition of each new sample, by the classifier saved with the model
+        from pathlib import Path
+
+        from .predict import predict_new
+
+        classifier = Path(model).parent / "classifier.joblib"
+        if not classifier.is_file():
+            raise InputError(classifier, "no saved classifier: run the workflow with analysis.predict: true first")
+        predictions = predict_new(classifier, mu, raw.index.to_numpy())
+        manifest["classifier"] = {"path": str(classifier), "sha256": io.sha256sum(classifier)}
+        io.write_tsv(out_predictions, predictions)
     io.write_tsv(out_latent, latent)
     io.write_tsv(out_errors, errors)
     io.write_json(out_manifest, manifest)

@@ -374,6 +374,9 @@ class Settings:
             "seed": self.train.seed,
         }
 
+    def predict_params(self):
+        return {"C": self.analysis.predict_C, "seed": self.train.seed}
+
     def generate_params(self):
         g = self.generate
         return {

@@ -29,6 +29,7 @@ def summarize(
     synthetic=None,
     routes=None,
     known_genes=(),
+    prediction=None,
 ):
     """summary.json, with the verdict (genovae.verdict) and every warning of the run in one list.
 
@@ -93,6 +94,11 @@ def summarize(
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
+    if prediction:
+        from .predict import summary_block
+
+        summary["prediction"], extra = summary_block(prediction)
+        summary["warnings"] += extra
     if known_genes:
         summary["known_genes"] = known_gene_ranks(io.read_risk(risk), known_genes)
     if truth:

@@ -1,0 +1,24 @@
+"""Rule predict: a classifier of the condition on the latent space, against PCA and the genes."""
+
+from _bootstrap import run_rule
+
+from genovae.predict import predict_step
+
+
+def step(sm, _log):
+    predict_step(
+        model=sm.input.model,
+        features=sm.input.features,
+        split=sm.input.split,
+        matrix=sm.input.matrix,
+        transform=sm.input.transform,
+        out_classifier=sm.output.classifier,
+        out_metrics=sm.output.metrics,
+        out_predictions=sm.output.predictions,
+        out_plot=sm.output.plot,
+        threads=sm.threads,
+        **sm.params.predict,
+    )
+
+
+run_rule(snakemake, step)  # noqa: F821
