@@ -101,6 +101,12 @@ def _headline_html(summary, risk=None, top=TOP_GENES):
     lat = v.get("latent") or {}
     if lat.get("active_units") is not None:
         rows.append(("active latent dimensions", f"{lat['active_units']} of {lat['latent_dim']}"))
+    pred = (summary.get("prediction") or {}).get("test") or {}
+    if pred:
+        key = "roc_auc" if any(pred[k].get("roc_auc") is not None for k in pred) else "balanced_accuracy"
+        vals = " / ".join(_fmt(pred.get(k, {}).get(key), 2) for k in ("vae", "pca", "genes"))
+        rows.append((f"predicting the condition on test samples ({key.replace('_', ' ')}), VAE / PCA / genes",
+                     _e(vals)))
     rows.append(("device", _e(summary.get("device_name") or summary.get("device"))))
     if risk is not None:
         rows += _top_genes_rows(risk, top)
