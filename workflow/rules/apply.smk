@@ -2,6 +2,7 @@
 #   latent (latent means, reconstruction errors) | test_metrics (held-out metrics, labels vs PCA)
 #   risk_genes (one job per contrast) -> risk_table (all contrasts in one table)
 #   predict (analysis.predict: a classifier of the condition on the latent space)
+#   loadings (analysis.loadings: the genes each latent dimension moves)
 
 
 rule latent:
@@ -123,3 +124,28 @@ rule predict:
         predict=S.predict_params(),
     script:
         "../scripts/predict.py"
+
+
+rule loadings:
+    input:
+        **selected_model_inputs(),
+        genes=f"{R}/data/genes.tsv",
+    output:
+        table=f"{R}/latent_loadings.tsv",
+        plot=report(
+            f"{R}/plots/latent_loadings.png",
+            caption="../report/latent_loadings.rst",
+            category="3. Latent space",
+            labels={"figure": "loadings"},
+        ),
+    log:
+        f"{R}/logs/loadings.log",
+    benchmark:
+        f"{R}/benchmarks/loadings.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: S.train.threads
+    params:
+        loadings=S.loadings_params(),
+    script:
+        "../scripts/loadings.py"

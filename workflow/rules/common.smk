@@ -313,6 +313,7 @@ def final_outputs():
         f"{R}/provenance.json",
         f"{R}/latent.h5ad",
         *([f"{R}/predictions.tsv", f"{R}/plots/reliability.png"] if S.analysis.predict else []),
+        *([f"{R}/latent_loadings.tsv"] if S.analysis.loadings else []),
     ]
 
 

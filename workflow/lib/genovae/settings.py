@@ -374,6 +374,9 @@ class Settings:
             "seed": self.train.seed,
         }
 
+    def loadings_params(self):
+        return {"seed": self.train.seed, "dpi": self.plots.dpi}
+
     def predict_params(self):
         return {"C": self.analysis.predict_C, "seed": self.train.seed}
 
