@@ -92,10 +92,10 @@ def loadings_plot(table, path, top=8, dpi=120):
     dims = list(dict.fromkeys(table["dimension"]))
     cols = min(len(dims), 4)
     rows = math.ceil(len(dims) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 0.28 * top * rows + 1.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.28 * top * rows + 1.0 * rows), squeeze=False)
     for ax, d in zip(axes.flat, dims):
         sub = table[table["dimension"] == d].nsmallest(top, "rank").iloc[::-1]
-        labels = [gene_label(r["gene"], r[ann_cols], max_len=22, describe=False) for _, r in sub.iterrows()]
+        labels = [gene_label(r["gene"], r[ann_cols], max_len=26) for _, r in sub.iterrows()]
         colours = ["tab:red" if v > 0 else "tab:blue" for v in sub["loading"]]
         ax.barh(range(len(sub)), sub["loading"], color=colours)
         ax.set_yticks(range(len(sub)))
