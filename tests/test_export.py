@@ -304,3 +304,28 @@ def test_summary_is_still_in_uns(tmp_path):
     with h5py.File(path) as fh:
         assert json.loads(fh["uns/genovae/summary_json"][()].decode()) == {"run": "t", "n_samples": 6}
         assert fh["obsm/X_genovae"].shape == (len(SAMPLES), 2)
+
+
+def test_predictions_go_to_obs_and_loadings_to_varm(tmp_path):
+    import h5py
+
+    write_run(tmp_path)
+    pred = pd.DataFrame({"sample_id": SAMPLES[::-1], "split": "train", "condition": "1",
+                         "predicted": ["1", "2", "1", "1", "2", "2"],
+                         "probability_1": [0.9, 0.2, 0.6, 0.7, 0.1, 0.4]})
+    pred["probability_2"] = 1 - pred["probability_1"]
+    io.write_tsv(tmp_path / "predictions.tsv", pred)
+    rows = [{"dimension": f"z{k}", "gene": g, "loading": float(10 * k + j), "rank": j + 1}
+            for k in (2, 1) for j, g in enumerate(MODELLED_GENES)]
+    io.write_tsv(tmp_path / "loadings.tsv", pd.DataFrame(rows))
+    path = export(tmp_path, predictions=tmp_path / "predictions.tsv", loadings=tmp_path / "loadings.tsv")
+    _, obs, var = read_h5ad(path)
+    # obs follows the matrix's sample order, whatever the table's order
+    assert obs["genovae_predicted"].astype(str).tolist() == ["2", "2", "1", "1", "2", "1"]
+    np.testing.assert_allclose(obs["genovae_probability_1"], [0.4, 0.1, 0.7, 0.6, 0.2, 0.9])
+    with h5py.File(path) as fh:
+        load = fh["varm"]["genovae_loadings"][()]
+    assert load.shape == (len(GENES), 2)
+    g7, g3 = GENES.index("G7"), GENES.index("G3")
+    assert load[g7].tolist() == [10.0, 20.0]  # columns z1, z2 in order; G7 is the first modelled gene
+    assert np.isnan(load[g3]).all()  # not modelled

@@ -292,6 +292,11 @@ def synthetic_metrics():
     return f"{R}/synthetic/metrics.json" if S.generate.enabled else []
 
 
+def optional_result(name, enabled):
+    """results/{run}/<name> as an input when its feature is enabled, else nothing."""
+    return f"{R}/{name}" if enabled else []
+
+
 def prediction_metrics():
     """predict's metrics as an input of summarize, with analysis.predict."""
     return f"{R}/prediction_metrics.tsv" if S.analysis.predict else []

@@ -17,6 +17,8 @@ rule export_h5ad:
         errors=f"{R}/reconstruction_error.tsv",
         risk=f"{R}/risk_genes.tsv",
         summary=f"{R}/summary.json",
+        predictions=optional_result("predictions.tsv", S.analysis.predict),
+        loadings=optional_result("latent_loadings.tsv", S.analysis.loadings),
     output:
         h5ad=f"{R}/latent.h5ad",
     log:

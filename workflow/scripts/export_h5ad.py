@@ -19,6 +19,8 @@ def step(sm, _log):
         run=sm.params.run,
         condition=sm.params.condition,
         labels=list(sm.params.labels),
+        predictions=sm.input.get("predictions") or None,
+        loadings=sm.input.get("loadings") or None,
     )
 
 

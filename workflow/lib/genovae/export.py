@@ -40,6 +40,7 @@ from .risk import RISK_COLUMNS
 log = logging.getLogger(__name__)
 
 OBSM_KEY = "X_genovae"
+LOADINGS_KEY = "genovae_loadings"
 INPUT_LAYER = "genovae_input"
 MODELLED = "genovae_modelled"
 #: per-gene scores of risk_genes.tsv written to var, one column per contrast
@@ -113,13 +114,16 @@ def gene_scores(risk, genes):
 
 
 def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5ad, run=None,
-                features=None, condition=None, labels=()):
+                features=None, condition=None, labels=(), predictions=None, loadings=None):
     """Write ``out_h5ad`` from the collected data and the run's result tables.
 
     ``features`` (preprocess/features.parquet) adds ``layers["genovae_input"]``
     and ``var["genovae_modelled"]``. ``condition`` and ``labels`` name sheet
     columns that stay categorical labels even when their values look numeric
     (without ``condition``: the sheet columns that hold latent.tsv's condition).
+    ``predictions`` (analysis.predict) adds ``obs["genovae_predicted"]`` and one
+    ``obs["genovae_probability_<group>"]`` per group; ``loadings`` (analysis.loadings) adds
+    ``varm["genovae_loadings"]`` (genes x latent dimensions, NaN for genes not modelled).
     Peak memory: the matrix once, plus blocks (features are read after X is written).
     """
     X = io.read_matrix(matrix)
@@ -144,6 +148,11 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     obs["genovae_reconstruction_mse"] = (
         pd.to_numeric(err["reconstruction_mse"], errors="coerce").reindex(samples_index).to_numpy()
     )
+    if predictions is not None:
+        pred = pd.read_csv(predictions, sep="\t", dtype={"sample_id": str, "predicted": str}).set_index("sample_id")
+        obs["genovae_predicted"] = pred["predicted"].reindex(samples_index).to_numpy()
+        for col in [c for c in pred.columns if c.startswith("probability_")]:
+            obs[f"genovae_{col}"] = pred[col].reindex(samples_index).to_numpy(dtype=np.float64)
     annotation = io.read_gene_table(genes)
     annotation = annotation.set_index(annotation.columns[0])
     annotation.index = annotation.index.astype(str)
@@ -176,9 +185,18 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
             INPUT_LAYER: "preprocessed values the model saw (preprocess/features.parquet); "
             f"NaN for genes not modelled (var['{MODELLED}'] False)"
         }
+    varm = {}
+    if loadings is not None:
+        table = pd.read_csv(loadings, sep="\t", dtype={"gene": str, "dimension": str})
+        wide = table.pivot(index="gene", columns="dimension", values="loading")
+        wide = wide[sorted(wide.columns, key=lambda d: int(d[1:]))]
+        varm[LOADINGS_KEY] = wide.reindex(genes_index).to_numpy(dtype=np.float32)
+        uns["genovae"]["varm"] = {LOADINGS_KEY: "change of decoded log2 expression per latent SD, columns "
+                                                + ", ".join(wide.columns) + "; NaN for genes not modelled"}
     with io.atomic_path(out_h5ad) as tmp:
         write_h5ad(
             tmp,
+            varm=varm,
             X=X.to_numpy(dtype=np.float32),
             obs=obs,
             var=var,

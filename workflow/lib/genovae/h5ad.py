@@ -304,8 +304,8 @@ def write_dict(parent, key, mapping):
     return group
 
 
-def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None):
-    """Write an AnnData file: dense ``X`` (obs x var), obs/var dataframes, obsm arrays, layers, uns dict.
+def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None, varm=None):
+    """Write an AnnData file: dense ``X`` (obs x var), obs/var dataframes, obsm/varm arrays, layers, uns dict.
 
     ``layers`` maps names to dense arrays of X's shape; :func:`add_layer` adds one
     to a written file from a subset of the genes.
@@ -332,7 +332,14 @@ def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None):
             if values.shape != X.shape:
                 raise ValueError(f"layers['{key}'] has shape {values.shape}, X has {X.shape}")
             _write_array(group, key, values)
-        for key in ("obsp", "varp", "varm"):
+        group = fh.create_group("varm")
+        _encode(group, DICT)
+        for key, values in (varm or {}).items():
+            values = np.asarray(values)
+            if values.shape[0] != len(var):
+                raise ValueError(f"varm['{key}'] has {values.shape[0]} rows, var has {len(var)}")
+            _write_array(group, key, values)
+        for key in ("obsp", "varp"):
             _encode(fh.create_group(key), DICT)
         write_dict(fh, "uns", uns or {})
 
