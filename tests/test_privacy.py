@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "workflow" / "lib"))
 from genovae import privacy, pseudonym, synthetic  # noqa: E402
 from genovae.errors import ConfigError  # noqa: E402
 from genovae.loop import loop_continues  # noqa: E402
+from genovae.summary import privacy_warning  # noqa: E402
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -400,22 +401,81 @@ def test_a_round_that_would_exceed_the_total_budget_is_not_started(tmp_path):
 
 
 # ------------------------------------------------------------ synthetic data
-def test_copied_training_records_are_flagged_and_fresh_samples_are_not():
+def _population(rng, n, genes=200, rank=5):
+    """Samples of one fixed population (low-rank structure plus noise): fresh draws never saw the cohort."""
+    loadings = np.random.default_rng(99).normal(size=(rank, genes))
+    return rng.normal(size=(n, rank)) @ loadings + rng.normal(size=(n, genes))
+
+
+def _privacy_case(seed=1, n_train=80, n_holdout=60, genes=200):
+    rng = np.random.default_rng(seed)
+    real = _population(rng, n_train + n_holdout, genes)
+    return rng, real, np.arange(n_train), np.arange(n_train, n_train + n_holdout)
+
+
+def test_near_copies_of_training_records_fail_the_privacy_check():
+    rng, real, train, holdout = _privacy_case()
+    copies = real[rng.choice(train, 200)] + rng.normal(scale=0.05, size=(200, real.shape[1]))
+    p = synthetic.privacy_metrics(copies, real, train, holdout)
+    assert not p["passed"] and p["verdict"] == "synthetic samples copy training records"
+    assert p["membership_auc"] > 0.95 and p["membership_advantage_ci"][0] > 0.8
+    assert p["n_near_copies"] == 200 and p["n_identical_to_training"] == 0  # not exact copies: near ones
+    assert p["share_below_holdout_p05"] == 1.0 and p["dcr_ratio"] < 0.1
+    # a few copies among fresh samples are still caught (more than 5 % near-copies)
+    mixed = np.vstack([copies[:30], _population(rng, 170)])
+    m = synthetic.privacy_metrics(mixed, real, train, holdout)
+    assert not m["passed"] and m["n_near_copies"] == 30 and m["verdict"] == "synthetic samples copy training records"
+    # exact copies are copies
+    assert synthetic.privacy_metrics(real[train[:5]], real, train, holdout)["n_identical_to_training"] == 5
+
+
+def test_an_independent_generator_passes_the_privacy_check():
+    rng, real, train, holdout = _privacy_case()
+    fresh = _population(rng, 200)
+    p = synthetic.privacy_metrics(fresh, real, train, holdout)
+    assert p["passed"] and p["verdict"] == "no sign of memorisation", p
+    assert abs(p["membership_auc"] - 0.5) < 0.1 and p["membership_advantage_ci"][0] < 0 < p["membership_advantage_ci"][1]
+    assert p["n_near_copies"] == 0 and p["holdout_near_copy_share"] == 0
+    assert p["share_below_holdout_p05"] < 0.15 and 0.85 < p["dcr_ratio"] < 1.15
+    # a Gaussian with the training mean and covariance (many more records than genes) too
+    rng, real, train, holdout = _privacy_case(seed=2, n_train=400, n_holdout=200, genes=20)
+    gauss = rng.multivariate_normal(real[train].mean(0), np.cov(real[train], rowvar=False), size=300)
+    g = synthetic.privacy_metrics(gauss, real, train, holdout)
+    assert g["passed"] and abs(g["membership_auc"] - 0.5) < 0.1 and g["near_copy_share"] <= 0.05, g
+
+
+def test_privacy_metrics_are_deterministic_for_a_seed():
+    rng, real, train, holdout = _privacy_case()
+    syn = _population(rng, 100)
+    one, two = (synthetic.privacy_metrics(syn, real, train, holdout, seed=3) for _ in range(2))
+    assert one == two
+    other = synthetic.privacy_metrics(syn, real, train, holdout, seed=4)
+    assert other["membership_auc"] == one["membership_auc"]  # only the interval is random
+    assert other["membership_advantage_ci"] != one["membership_advantage_ci"]
+    # without held-out samples: near-copies only, said so
+    alone = synthetic.privacy_metrics(syn, real, train, np.array([], int))
+    assert "membership_auc" not in alone and alone["passed"] and "not tested" in alone["verdict"]
+
+
+def test_summary_warns_when_the_synthetic_cohort_fails_the_privacy_check():
+    assert privacy_warning({"passed": True, "verdict": "no sign of memorisation"}) is None
+    w = privacy_warning(
+        {"passed": False, "verdict": "synthetic samples copy training records", "membership_auc": 0.97,
+         "membership_advantage": 0.94, "membership_ci_level": 0.99,
+         "membership_advantage_ci": [0.9, 1.0], "n_near_copies": 12, "n_synthetic": 40}
+    )
+    assert w.startswith("synthetic cohort: synthetic samples copy training records") and "0.97" in w and "12 of 40" in w
+
+
+def test_synthetic_fidelity_of_copies_and_the_two_sample_classifier():
     rng = np.random.default_rng(1)
     train, holdout = rng.normal(size=(40, 25)), rng.normal(size=(40, 25))
     labels = np.array(["a", "b"] * 20)
-    real, train_rows, holdout_rows = np.vstack([train, holdout]), np.arange(40), np.arange(40, 80)
-    copy_ = synthetic.distance_to_closest_record(train.copy(), real, train_rows, holdout_rows)
-    assert copy_["dcr_ratio"] < 0.1 and copy_["n_identical_to_training"] == 40
-    assert copy_["share_closer_to_training"] == 1.0
+    real, train_rows = np.vstack([train, holdout]), np.arange(40)
     moments = synthetic.group_moments(real, labels, train_rows)
     fid = synthetic.fidelity(moments, synthetic.group_moments(train.copy(), labels))
     assert fid["mean_correlation"] == pytest.approx(1.0) and fid["variance_correlation"] == pytest.approx(1.0)
     assert synthetic.two_sample_auc(train, train.copy()) <= 0.6
-    fresh = rng.normal(size=(200, 25))
-    new = synthetic.distance_to_closest_record(fresh, real, train_rows, holdout_rows)
-    assert 0.85 < new["dcr_ratio"] < 1.15 and new["n_identical_to_training"] == 0
-    assert 0.35 < new["share_closer_to_training"] < 0.65
     # shifted synthetic samples are recognised by the two-sample classifier
     assert synthetic.two_sample_auc(train, train + 1.0) > 0.9
     assert synthetic.two_sample_auc(real, train + 1.0, rows=train_rows) > 0.9
@@ -547,7 +607,7 @@ def test_dp_run_on_the_demo_reports_epsilon_within_the_target(tmp_path):
     assert rounds["epsilon"].iloc[0] == pytest.approx(dp["epsilon_spent"], rel=1e-5)
     syn = summary["synthetic"]
     assert syn["n_synthetic"] == 100 and syn["fidelity"]["mean_correlation"] > 0.5
-    assert {"dcr_ratio", "share_closer_to_training"} <= set(syn["privacy"])
+    assert {"dcr_ratio", "membership_auc", "n_near_copies", "verdict", "passed"} <= set(syn["privacy"])
 
 
 @pytest.mark.workflow

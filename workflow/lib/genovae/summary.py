@@ -94,6 +94,8 @@ def summarize(
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
+        if warning := privacy_warning(syn["privacy"]):
+            summary["warnings"].append(warning)
     if prediction:
         from .predict import summary_block
 
@@ -107,6 +109,27 @@ def summarize(
         summary["ranking"] = ranking_metrics(r, planted)
     io.write_json(out_summary, summary)
     return summary
+
+
+def privacy_warning(p):
+    """The summary's warning when the synthetic cohort fails its privacy check (``genovae.synthetic.privacy_metrics``;
+    None when it passes)."""
+    if p.get("passed", True):
+        return None
+    parts = []
+    if p.get("membership_auc") is not None:
+        lo, hi = p["membership_advantage_ci"]
+        level = round(100 * p["membership_ci_level"])
+        parts.append(
+            f"membership-inference AUC {p['membership_auc']:.2f} (advantage {p['membership_advantage']:.2f}, "
+            f"{level} % interval {lo:.2f} to {hi:.2f})"
+        )
+    if p.get("n_near_copies") is not None:
+        parts.append(f"{p['n_near_copies']} of {p['n_synthetic']} synthetic samples are near-copies of a training record")
+    return (
+        f"synthetic cohort: {p['verdict']}: {'; '.join(parts)} — do not share it as anonymous; "
+        "see docs/privacy.md"
+    )
 
 
 def _privacy(manifest, selection):

@@ -29,13 +29,30 @@ said otherwise; every number is in ``metrics.json``:
   training samples) trained on the synthetic cohort and tested on the real
   held-out test samples (validation when there is no test split), next to the
   same classifier trained on the real training samples;
-* **privacy**: the distance of each synthetic sample to the closest real
-  *training* record vs to the closest real *held-out* record (validation + test;
-  the training set is subsampled to the held-out size, 20 draws, so that the two
-  reference sets are equally large). A ratio of medians near 1 and a share near
-  0.5 of synthetic samples closer to a training than to a held-out record mean
-  no memorisation; a ratio well below 1 means synthetic samples copy training
-  records. ``n_identical_to_training`` counts exact copies.
+* **privacy** (:func:`privacy_metrics`), distances to the same reference, every real
+  *training* record:
+
+  - *DCR against a real-vs-real baseline*: the distance of each synthetic sample
+    to its closest training record (DCR) next to the same distance of each real
+    *held-out* record (validation + test, never trained on). A generator that
+    did not memorise behaves like fresh real samples: ``dcr_ratio`` (median
+    synthetic DCR / median held-out DCR) near 1 or above and
+    ``share_below_holdout_p05`` (synthetic samples closer to training than the
+    5th percentile of the held-out DCRs) near 0.05;
+  - *near-copies*: synthetic samples closer to a training record than half the
+    5th percentile of the distances of training records to their closest other
+    training record (``n_near_copies``; ``holdout_near_copy_share``: the same
+    share among held-out records), and ``n_identical_to_training``;
+  - *membership inference*: an attacker scores each real record by minus its
+    distance to the closest synthetic sample; ``membership_auc`` is the ROC AUC
+    of that score telling training records (members) from held-out ones
+    (non-members), 0.5 = no leakage, with the advantage ``2 AUC - 1`` and a
+    seeded stratified-bootstrap 99 % interval;
+  - ``verdict`` and ``passed``: "synthetic samples copy training records" when
+    more than 5 % are near-copies (or any is an exact copy); "membership
+    leakage" when the advantage's interval excludes 0 and the advantage is at
+    least 0.2; otherwise "no sign of memorisation". A distance-based attack is a
+    lower bound on the leakage: passing is no proof of privacy.
 
 Privacy of the synthetic cohort itself: it is generated from the model plus two
 aggregates of the training data (each condition's latent mean and covariance,
@@ -51,7 +68,14 @@ import pandas as pd
 import torch
 
 PREFIX = "synthetic_"
-DCR_DRAWS = 20
+NEAR_COPY_QUANTILE = 0.05  # near-copy: closer to a training record than half this quantile of the
+NEAR_COPY_FRACTION = 0.5  # ... train-to-train nearest-neighbour distances (real records are almost never that close)
+NEAR_COPY_MAX_SHARE = 0.05  # copying: more near-copies than this share of the synthetic samples (or any exact copy)
+BASELINE_QUANTILE = 0.05  # share of synthetic DCRs below this quantile of the held-out DCRs (expected: 0.05)
+BOOTSTRAP = 1000  # resamples of the membership advantage's interval
+ALPHA = 0.01  # 99 % interval of the membership advantage (two-sided)
+MIN_ADVANTAGE = 0.2  # a membership advantage (2 AUC - 1) whose interval excludes 0 and is at least this: leakage
+MAX_QUERIES = 1000  # held-out / training records whose distances make the baselines (a seeded draw above that)
 
 
 # --------------------------------------------------------------- generation
@@ -243,44 +267,126 @@ def utility(real, train_rows, real_labels, syn, syn_labels, eval_rows, eval_labe
     return out
 
 
-def _closest(a, b, rows, block=1024):
-    """Distance of every row of ``a`` to its closest row among ``b[rows]`` (blocks of rows of ``b``)."""
+def _pairwise_min(a, b, rows, a_rows=None, block=1024):
+    """Distances between the rows of ``a`` and ``b[rows]`` (read in blocks of rows of ``b``).
+
+    Returns (closest ``b[rows]`` to each row of ``a``, closest row of ``a`` to each ``b[rows]``).
+    With ``a_rows`` (the row numbers of ``a`` in ``b``) a record is not its own neighbour.
+    """
     from sklearn.metrics import pairwise_distances
 
-    best = np.full(len(a), np.inf)
+    rows = np.asarray(rows)
+    a_best, b_best = np.full(len(a), np.inf), np.empty(len(rows))
     for i in range(0, len(rows), block):
-        ref = np.asarray(b[rows[i : i + block]], np.float64)
-        best = np.minimum(best, pairwise_distances(a, ref, metric="euclidean").min(axis=1))
-    return best
+        r = rows[i : i + block]
+        d = pairwise_distances(a, np.asarray(b[r], np.float64), metric="euclidean")
+        if a_rows is not None:
+            d[np.asarray(a_rows)[:, None] == r[None, :]] = np.inf
+        a_best = np.minimum(a_best, d.min(axis=1))
+        b_best[i : i + len(r)] = d.min(axis=0) if len(a) else np.inf
+    return a_best, b_best
 
 
-def distance_to_closest_record(syn, real, train_rows, holdout_rows, seed=1, draws=DCR_DRAWS):
-    """Distance of synthetic samples to the closest training (``real[train_rows]``) vs held-out
-    (``real[holdout_rows]``) record (see module doc)."""
+def _queries(real, rows, rng, limit=MAX_QUERIES):
+    """At most ``limit`` of ``rows`` (a seeded draw), their row numbers and values."""
+    rows = np.asarray(rows)
+    if len(rows) > limit:
+        rows = np.sort(rng.choice(rows, limit, replace=False))
+    return rows, np.asarray(real[rows], np.float64).reshape(len(rows), -1)
+
+
+def _auc(pos, neg):
+    """ROC AUC of scores ``pos`` (positives) against ``neg`` (Mann-Whitney; ties count one half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[pos, neg])
+    n1, n0 = len(pos), len(neg)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def membership_inference(member_scores, nonmember_scores, seed=1, resamples=BOOTSTRAP):
+    """AUC of a membership score (higher = "was trained on") telling members from non-members, its
+    advantage ``2 AUC - 1`` and a seeded stratified-bootstrap interval (``1 - ALPHA``) of the advantage."""
+    pos, neg = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    auc = _auc(pos, neg)
+    rng = np.random.default_rng(seed)
+    boot = [
+        _auc(pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))])
+        for _ in range(int(resamples))
+    ]
+    lo, hi = np.quantile(2 * np.asarray(boot) - 1, [ALPHA / 2, 1 - ALPHA / 2])
+    return {
+        "membership_auc": auc,
+        "membership_advantage": 2 * auc - 1,
+        "membership_advantage_ci": [float(lo), float(hi)],
+        "membership_ci_level": 1 - ALPHA,
+        "n_members": int(len(pos)),
+        "n_nonmembers": int(len(neg)),
+    }
+
+
+def privacy_metrics(syn, real, train_rows, holdout_rows, seed=1):
+    """Does the synthetic cohort copy its training records? (see module doc)
+
+    All distances are Euclidean, in the space of ``syn`` and ``real`` (the model space), to the same
+    reference: every training record. ``real`` is read by row index.
+    """
     syn = np.asarray(syn, np.float64)
     train, holdout = np.asarray(train_rows), np.asarray(holdout_rows)
-    out = {"n_train": int(len(train)), "n_holdout": int(len(holdout))}
-    d_train_all = _closest(syn, real, train)
-    out["dcr_train_median"] = float(np.median(d_train_all))
-    out["n_identical_to_training"] = int((d_train_all < 1e-6).sum())
-    if len(holdout) == 0:
-        return out
-    d_hold = _closest(syn, real, holdout)
-    out["dcr_holdout_median"] = float(np.median(d_hold))
     rng = np.random.default_rng(seed)
-    k = min(len(holdout), len(train))
-    ratios, shares = [], []
-    for _ in range(int(draws) if k < max(len(train), len(holdout)) else 1):
-        sub = train[rng.choice(len(train), k, replace=False)] if k < len(train) else train
-        d_tr = _closest(syn, real, sub)
-        hold = d_hold if k == len(holdout) else _closest(syn, real, holdout[rng.choice(len(holdout), k, replace=False)])
-        med_h = np.median(hold)
-        ratios.append(float(np.median(d_tr) / med_h) if med_h > 0 else float("nan"))
-        shares.append(float(np.mean((d_tr < hold) + 0.5 * (d_tr == hold))))
-    out["dcr_ratio"] = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None
-    out["share_closer_to_training"] = float(np.mean(shares))
-    out["reference_size"] = int(k)
+    out = {"n_synthetic": int(len(syn)), "n_train": int(len(train)), "n_holdout": int(len(holdout))}
+    # synthetic -> closest training record; training record -> closest synthetic sample (membership score)
+    dcr, member_d = _pairwise_min(syn, real, train)
+    out["dcr_median"] = float(np.median(dcr))
+    out["n_identical_to_training"] = int((dcr < 1e-6).sum())
+    # near-copies: closer to a training record than training records are to each other (small quantile)
+    q_rows, q = _queries(real, train, rng)
+    nn_train, _ = _pairwise_min(q, real, train, a_rows=q_rows) if len(train) > 1 else (np.array([]), None)
+    nn_train = nn_train[np.isfinite(nn_train)]
+    if len(nn_train):
+        threshold = NEAR_COPY_FRACTION * float(np.quantile(nn_train, NEAR_COPY_QUANTILE))
+        n_near = int((dcr < threshold).sum())
+        out.update(
+            train_nn_median=float(np.median(nn_train)),
+            near_copy_threshold=threshold,
+            n_near_copies=n_near,
+            near_copy_share=n_near / len(syn),
+        )
+    if len(holdout):
+        # real-vs-real baseline: held-out records (never trained on) -> closest training record
+        h_rows, h = _queries(real, holdout, rng)
+        base, _ = _pairwise_min(h, real, train)
+        p05 = float(np.quantile(base, BASELINE_QUANTILE))
+        out.update(
+            holdout_dcr_median=float(np.median(base)),
+            holdout_dcr_p05=p05,
+            dcr_ratio=float(np.median(dcr) / np.median(base)) if np.median(base) > 0 else None,
+            holdout_near_copy_share=float(np.mean(base < out["near_copy_threshold"])) if len(nn_train) else None,
+            share_below_holdout_p05=float(np.mean(dcr < p05)),
+            expected_share_below_holdout_p05=BASELINE_QUANTILE,
+        )
+        # membership inference: score = -(distance to the closest synthetic sample)
+        _, nonmember_d = _pairwise_min(syn, real, holdout)
+        if len(train) >= 2 and len(holdout) >= 2:
+            out.update(membership_inference(-member_d, -nonmember_d, seed))
+    out.update(privacy_verdict(out))
     return out
+
+
+def privacy_verdict(p):
+    """Plain verdict on a :func:`privacy_metrics` result: ``passed`` and ``verdict``."""
+    copies = p.get("near_copy_share", 0) > NEAR_COPY_MAX_SHARE or p.get("n_identical_to_training", 0) > 0
+    ci = p.get("membership_advantage_ci")
+    leak = ci is not None and ci[0] > 0 and p["membership_advantage"] >= MIN_ADVANTAGE
+    if copies:
+        verdict = "synthetic samples copy training records"
+    elif leak:
+        verdict = "membership leakage: training records are closer to the synthetic samples than held-out records are"
+    elif ci is None:
+        verdict = "no near-copies of training records (no held-out samples: membership not tested)"
+    else:
+        verdict = "no sign of memorisation"
+    return {"passed": not (copies or leak), "verdict": verdict}
 
 
 def evaluate_synthetic(cohort, transform, syn_model, syn_labels, seed=1, threads=1):
@@ -304,7 +410,7 @@ def evaluate_synthetic(cohort, transform, syn_model, syn_labels, seed=1, threads
             x, train, cohort.condition[train], syn_model, syn_labels, eval_rows, cohort.condition[eval_rows],
             eval_split, seed,
         ),
-        "privacy": distance_to_closest_record(syn_model, x, train, holdout, seed),
+        "privacy": privacy_metrics(syn_model, x, train, holdout, seed),
     }
 
 
@@ -322,10 +428,16 @@ def metrics_table(metrics):
          "reference"),
         (f"utility: AUC on real {u['eval_split']}, trained on synthetic", syn.get("auc"), "close to the real-trained value"),
         (f"utility: AUC on real {u['eval_split']}, trained on real", real.get("auc"), "reference"),
-        ("privacy: distance-to-closest-record ratio (training / held-out)", p.get("dcr_ratio"),
-         "close to 1 (below 1: memorisation)"),
-        ("privacy: share closer to a training than a held-out record", p.get("share_closer_to_training"),
-         "close to 0.5"),
+        ("privacy: verdict", p.get("verdict"), "no sign of memorisation"),
+        ("privacy: membership-inference AUC (training vs held-out records)", p.get("membership_auc"),
+         "close to 0.5 (above: synthetic samples give training records away)"),
+        ("privacy: membership advantage (2 AUC - 1), interval low", (p.get("membership_advantage_ci") or [None])[0],
+         "at most 0"),
+        ("privacy: median distance to closest training record, synthetic / held-out real", p.get("dcr_ratio"),
+         "1 or above (below 1: closer to training records than new real samples are)"),
+        ("privacy: share of synthetic samples closer than the 5th percentile of held-out records",
+         p.get("share_below_holdout_p05"), "about 0.05 or less"),
+        ("privacy: near-copies of training records (synthetic samples)", p.get("n_near_copies"), "0"),
         ("privacy: synthetic samples identical to a training record", p.get("n_identical_to_training"), "0"),
     ]
     return pd.DataFrame(rows, columns=["metric", "value", "good_when"])
@@ -385,8 +497,8 @@ def generate(
     f = metrics["fidelity"]
     logging.getLogger(__name__).info(
         "%d synthetic samples (%d per condition); gene mean correlation %.3f, two-sample AUC %s, "
-        "DCR ratio %s",
+        "privacy: %s (membership AUC %s, %s near-copies)",
         len(ids), n_per_condition, f["mean_correlation"] or float("nan"), f["c2st_auc"],
-        metrics["privacy"].get("dcr_ratio"),
+        metrics["privacy"]["verdict"], metrics["privacy"].get("membership_auc"), metrics["privacy"].get("n_near_copies"),
     )
     return metrics
