@@ -153,7 +153,7 @@ def test_null_calibration():
         share = float((res["p"] < 0.05).mean())
         small_share.append(share)
         assert 0.03 <= share <= 0.07, (seed, share)
-        few_calls += (de._bh(res["p"]) < 0.05).mean() <= 0.01
+        few_calls += (de.bh(res["p"]) < 0.05).mean() <= 0.01
     assert few_calls >= 18
     assert 0.04 <= np.mean(small_share) <= 0.06
 
@@ -169,8 +169,8 @@ def test_more_power_than_welch():
         a[:planted] += 1.5 * sd[:planted, None]
         res = de.moderated_t(n, *_moments(a), n, *_moments(b))
         p_welch = stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue
-        tp_mod += int((de._bh(res["p"])[:planted] < 0.05).sum())
-        tp_welch += int((de._bh(p_welch)[:planted] < 0.05).sum())
+        tp_mod += int((de.bh(res["p"])[:planted] < 0.05).sum())
+        tp_welch += int((de.bh(p_welch)[:planted] < 0.05).sum())
     assert tp_mod > tp_welch
 
 

@@ -2,16 +2,12 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import latent_step
+from genovae.apply import latent_step, model_files
 
 
 def step(sm, _log):
     latent_step(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
+        **model_files(sm),
         out_latent=sm.output.latent,
         out_errors=sm.output.errors,
         threads=sm.threads,

@@ -2,16 +2,13 @@
 
 from _bootstrap import run_rule
 
+from genovae.apply import model_files
 from genovae.loadings import loadings_step
 
 
 def step(sm, _log):
     loadings_step(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
+        **model_files(sm),
         genes=sm.input.genes,
         out_table=sm.output.table,
         out_plot=sm.output.plot,

@@ -2,16 +2,13 @@
 
 from _bootstrap import run_rule
 
+from genovae.apply import model_files
 from genovae.predict import predict_step
 
 
 def step(sm, _log):
     predict_step(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
+        **model_files(sm),
         out_classifier=sm.output.classifier,
         out_metrics=sm.output.metrics,
         out_predictions=sm.output.predictions,

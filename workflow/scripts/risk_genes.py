@@ -2,16 +2,12 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import risk_step
+from genovae.apply import model_files, risk_step
 
 
 def step(sm, _log):
     risk_step(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
+        **model_files(sm),
         genes=sm.input.genes,
         contrast=int(sm.wildcards.contrast),
         out_risk=sm.output.risk,

@@ -2,16 +2,12 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import test_metrics_step
+from genovae.apply import model_files, test_metrics_step
 
 
 def step(sm, _log):
     test_metrics_step(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
+        **model_files(sm),
         samples=sm.input.samples,
         out_test=sm.output.test,
         out_labels=sm.output.labels,

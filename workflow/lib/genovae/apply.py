@@ -68,6 +68,15 @@ def test_metrics(model, cohort, transform, pca=None):
     return split_metrics(model, cohort, transform, "test", pca=pca)
 
 
+#: the files every step that applies the selected model reads (the rules' selected_model_inputs())
+MODEL_FILES = ("model", "features", "split", "matrix", "transform")
+
+
+def model_files(sm):
+    """The selected model's files from a rule's ``snakemake`` object, as keyword arguments."""
+    return {key: sm.input[key] for key in MODEL_FILES}
+
+
 def _load(model, features, split, matrix, transform, threads):
     """(model, saved blob, transform, cohort) of the selected model, with torch on ``threads`` threads."""
     import torch

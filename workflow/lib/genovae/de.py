@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import special, stats
 
 from .errors import InputError
+from .risk import bh
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +256,6 @@ def _matrix_genes(path):
     return [c for c in pf.schema_arrow.names if c not in index_cols]
 
 
-def _bh(p):
-    p = np.asarray(p, float)
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = stats.false_discovery_control(p[ok], method="bh")
-    return out
-
-
 def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, control_mask, block=2000):
     """Moderated t of case vs control for every gene of the collected matrix.
 
@@ -355,7 +347,7 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
             "log2_fold_change": (mean1 - mean2) * to_log2,
             "t_stat": res["t"],
             "p_value": res["p"],
-            "fdr": _bh(res["p"]),
+            "fdr": bh(res["p"]),
         }
     )
     s0 = res["s0_2"]
