@@ -95,3 +95,31 @@ def test_known_genes_are_ranked_by_both_routes_in_every_contrast():
     assert first["ZYX"]["vae_rank"] is None and first["ZYX"]["classical_rank"] == 2  # not modelled: t-test only
     assert first["NOPE"] == {"contrast": "A_vs_B", "gene": "NOPE", "found": False}
     assert len(rows) == 6
+
+
+def test_a_live_holder_of_the_round_lock_is_refused_with_its_pid(tmp_path):
+    """A training job orphaned by a killed Snakemake keeps its round's lock: the rerun's job is refused."""
+    import subprocess
+    import sys
+    import time
+
+    from genovae.errors import InputError
+
+    lock = tmp_path / "rounds" / "1" / ".train.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from genovae import io\n"
+        "with io.exclusive_lock(sys.argv[2], 'training round 1'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(io.Path(io.__file__).parent.parent), str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=f"training round 1 is already running \\(pid {holder.pid} on "):
+            with io.exclusive_lock(lock, "training round 1"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    # the lock dies with its process: the next job trains
+    with io.exclusive_lock(lock, "training round 1"):
+        assert f"pid {__import__('os').getpid()} " in lock.read_text()

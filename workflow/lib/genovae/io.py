@@ -212,6 +212,43 @@ def read_risk(path, na="empty"):
 
 
 # ---------------------------------------------------------------- writing
+@contextlib.contextmanager
+def exclusive_lock(path, what):
+    """Hold an exclusive lock on ``path`` while ``what`` runs; refuse at once if a live process holds it.
+
+    The lock (``flock``) dies with its process, so only a job that is really still running blocks:
+    e.g. the training job of a Snakemake that was killed with ``kill -9`` (its jobs live on) while a
+    rerun starts the same round. The file keeps the holder's pid, host and start time for the message.
+    ``flock`` is per host on some network file systems: across nodes it may not see the other holder.
+    """
+    import fcntl
+    import socket
+    import time as _time
+
+    from .errors import InputError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError(path, f"{what} is already running ({holder}): an earlier run left it going (e.g. "
+                                   "Snakemake was killed, its job was not). Wait for it to end or stop that "
+                                   "process, then run again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{_time.strftime('%Y-%m-%d %H:%M:%S', _time.localtime())}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
 def check_inside(path, root):
     """``path`` resolved (``..`` and symbolic links followed) if it lies inside ``root`` (also resolved);
     else an InputError: a run writes nothing outside its own results folder."""

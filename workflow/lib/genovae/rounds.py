@@ -58,16 +58,18 @@ def train_round(
         from .privacy import DPPlan
 
         plan = DPPlan(dp)
-    model, history, info = train_vae(
-        cohort,
-        plan=plan,
-        model_config=model_config,
-        init_state=init_state,
-        threads=threads,
-        progress=progress,
-        checkpoint=checkpoint,
-        **cfg,
-    )
+    # one trainer per round: a job orphaned by a killed Snakemake must not race a rerun's job
+    with io.exclusive_lock(os.path.join(os.path.dirname(out_model), ".train.lock"), f"training round {round_}"):
+        model, history, info = train_vae(
+            cohort,
+            plan=plan,
+            model_config=model_config,
+            init_state=init_state,
+            threads=threads,
+            progress=progress,
+            checkpoint=checkpoint,
+            **cfg,
+        )
     info.update(round=int(round_), warm_start=bool(warm and previous), settings=train_config)
     history.insert(0, "round", int(round_))
     io.write_tsv(out_history, history)
