@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import encode, fit_pca, reconstruct_blocks, split_metrics
-from .labels import compare, compare_heldout
 
 
 def latent_and_errors(model, cohort, transform):
@@ -49,6 +48,8 @@ def label_metrics(model, cohort, labels, pca=None):
     never used in training); ``test``: classifiers fitted on train + validation
     samples, scored on the held-out test samples.
     """
+    from .labels import compare, compare_heldout  # scikit-learn: only the steps that need it load it
+
     pca = pca if pca is not None else fit_pca(cohort, model.config["latent_dim"])
     reps = {"vae": encode(model, cohort.x)[0], "pca": pca.transform(cohort.x)}
     test = cohort.mask("test")
