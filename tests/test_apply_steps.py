@@ -123,3 +123,27 @@ def test_a_live_holder_of_the_round_lock_is_refused_with_its_pid(tmp_path):
     # the lock dies with its process: the next job trains
     with io.exclusive_lock(lock, "training round 1"):
         assert f"pid {__import__('os').getpid()} " in lock.read_text()
+
+
+def test_training_refuses_fewer_genes_than_latent_dimensions_before_it_starts(tmp_path):
+    """Checked in the train step (a model setting must not rerun preprocessing), naming model.latent_dim."""
+    import numpy as np
+    import pandas as pd
+
+    from genovae.errors import ConfigError
+    from genovae.rounds import train_round
+
+    ids = [f"s{i}" for i in range(12)]
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32), index=ids,
+                     columns=["g1", "g2", "g3"])
+    io.write_matrix(tmp_path / "features.parquet", x)
+    io.write_matrix(tmp_path / "matrix.parquet", x)
+    io.write_tsv(tmp_path / "split.tsv", pd.DataFrame({"sample_id": ids, "split": ["train"] * 8 + ["val"] * 4,
+                                                       "condition": ["a", "b"] * 6, "library_size": 1.0}))
+    with pytest.raises(ConfigError, match="'model.latent_dim'.*4 latent dimensions but only 3 gene"):
+        train_round(features=tmp_path / "features.parquet", split=tmp_path / "split.tsv",
+                    matrix=tmp_path / "matrix.parquet", previous=None, out_model=tmp_path / "r/model.pt",
+                    out_history=tmp_path / "r/history.tsv", out_info=tmp_path / "r/info.json", round_=1,
+                    model_config={"hidden": [8], "latent_dim": 4, "dropout": 0.0, "likelihood": "gaussian"},
+                    train_config={"epochs": 2})
+    assert not (tmp_path / "r" / "model.pt").exists()

@@ -63,7 +63,9 @@ def test_minimal_user_config_stands_alone_on_golub(tmp_path):
     props = schema["properties"]
     # the demo's tuned values and data settings are not inherited
     assert used["retrain"]["threshold"] == props["retrain"]["properties"]["threshold"]["default"]
-    assert used["retrain"]["threshold"] != demo["retrain"]["threshold"]
+    a_props = props["analysis"]["properties"]
+    assert used["analysis"]["predict"] is a_props["predict"]["default"] is False and demo["analysis"]["predict"] is True
+    assert used["analysis"]["known_genes"] == a_props["known_genes"]["default"] == [] != demo["analysis"]["known_genes"]
     assert used["data"]["log_base"] == props["data"]["properties"]["log_base"]["default"] != demo["data"]["log_base"]
     assert used["train"]["batch_size"] == props["train"]["properties"]["batch_size"]["default"]
     assert used["data"]["genes"] == "golub/genes.tsv"

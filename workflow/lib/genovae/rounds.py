@@ -35,6 +35,7 @@ def train_round(
     from . import io
     from .dataset import load_cohort
     from .model import save_model
+    from .plausible import check_latent_dim
     from .train import train_vae
 
     log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def train_round(
         cfg["kl_warmup_epochs"] = 0
         log.info("round %d warm-starts from %s (no KL warm-up)", round_, previous)
     cohort = load_cohort(features, split, matrix, model_config["likelihood"])
+    # checked here, not in preprocess: a model setting must not rerun preprocessing
+    check_latent_dim(len(cohort.genes), model_config.get("latent_dim"), features)
     # kept beside the outputs (not an output itself, so Snakemake leaves it after a
     # killed job): a rerun with --rerun-incomplete resumes from it
     checkpoint = os.path.join(os.path.dirname(out_model), "train_checkpoint.pt")

@@ -310,7 +310,6 @@ class Settings:
             "n_top_genes": p.n_top_genes,
             "scaling": p.scaling,
             "gene_selection": p.gene_selection,
-            "latent_dim": self.model.latent_dim,
         }
 
     def model_params(self):
