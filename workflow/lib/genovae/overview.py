@@ -234,8 +234,10 @@ def render_overview(*, summary, rounds, risk, labels, out_html, out_landing=None
             f'<div style="{_CSS}">',
             f"<div style='font-size:15px'>genovae run <b>{_e(s['run'])}</b>: a VAE on the cohort, retrained until "
             "good enough, against PCA.</div>",
-            *head,
-            "<p style='color:#57606a;margin:2px 0'>Rounds, label metrics and the top genes in detail: "
+            # without the top-gene rows: the landing page centres its content and cannot scroll above it
+            _verdict_html(s),
+            _headline_html(s),
+            "<p style='color:#57606a;margin:2px 0'>Rounds, label metrics and the top genes per contrast: "
             "<b>0. Overview</b> (overview.html).</p>",
             "</div>",
         ]
