@@ -627,19 +627,24 @@ class Redirect(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.workflow
-def test_workflow_redirect_to_a_local_file_is_refused(workdir):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+def collect_from_server(workdir, handler, runs=1):
+    """Serve the expression table through `handler` on localhost and run collect `runs` times."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
         write_files(workdir)
         url = f"http://127.0.0.1:{httpd.server_address[1]}/expr.tsv"
         write_config(workdir, file_config(expression=url))
-        proc = run_snakemake(workdir, "results/tiny/data/manifest.json", check=False)
+        return [run_snakemake(workdir, "results/tiny/data/manifest.json", check=False) for _ in range(runs)]
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.workflow
+def test_workflow_redirect_to_a_local_file_is_refused(workdir):
+    (proc,) = collect_from_server(workdir, Redirect)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "root:" not in text  # nothing of the local file is read or shown
@@ -670,17 +675,7 @@ class Truncated(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.workflow
 def test_workflow_truncated_download_is_refused(workdir):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Truncated)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        write_files(workdir)
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/expr.tsv"
-        write_config(workdir, file_config(expression=url))
-        procs = [run_snakemake(workdir, "results/tiny/data/manifest.json", check=False) for _ in range(2)]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    procs = collect_from_server(workdir, Truncated, runs=2)
     for proc in procs:  # the second run does not take the partial copy of the first for a download
         text = proc.stdout + proc.stderr
         assert proc.returncode != 0

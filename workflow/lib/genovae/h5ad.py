@@ -304,6 +304,18 @@ def write_dict(parent, key, mapping):
     return group
 
 
+def _write_arrays(fh, name, arrays, leading, of, exact=False):
+    """Write the dict group ``name`` of dense arrays whose shapes begin with (or, ``exact``, are) ``leading``."""
+    group = fh.create_group(name)
+    _encode(group, DICT)
+    for key, values in (arrays or {}).items():
+        values = np.asarray(values)
+        if (values.shape if exact else values.shape[: len(leading)]) != tuple(leading):
+            need = "be" if exact else "begin with"
+            raise ValueError(f"{name}['{key}'] has shape {values.shape}; it must {need} {of}'s {tuple(leading)}")
+        _write_array(group, key, values)
+
+
 def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None, varm=None):
     """Write an AnnData file: dense ``X`` (obs x var), obs/var dataframes, obsm/varm arrays, layers, uns dict.
 
@@ -318,27 +330,9 @@ def write_h5ad(path, *, X, obs, var, obsm=None, layers=None, uns=None, varm=None
         _write_array(fh, "X", X)
         write_dataframe(fh, "obs", obs)
         write_dataframe(fh, "var", var)
-        group = fh.create_group("obsm")
-        _encode(group, DICT)
-        for key, values in (obsm or {}).items():
-            values = np.asarray(values)
-            if values.shape[0] != len(obs):
-                raise ValueError(f"obsm['{key}'] has {values.shape[0]} rows, obs has {len(obs)}")
-            _write_array(group, key, values)
-        group = fh.create_group("layers")
-        _encode(group, DICT)
-        for key, values in (layers or {}).items():
-            values = np.asarray(values)
-            if values.shape != X.shape:
-                raise ValueError(f"layers['{key}'] has shape {values.shape}, X has {X.shape}")
-            _write_array(group, key, values)
-        group = fh.create_group("varm")
-        _encode(group, DICT)
-        for key, values in (varm or {}).items():
-            values = np.asarray(values)
-            if values.shape[0] != len(var):
-                raise ValueError(f"varm['{key}'] has {values.shape[0]} rows, var has {len(var)}")
-            _write_array(group, key, values)
+        _write_arrays(fh, "obsm", obsm, (len(obs),), "obs")
+        _write_arrays(fh, "layers", layers, X.shape, "X", exact=True)
+        _write_arrays(fh, "varm", varm, (len(var),), "var")
         for key in ("obsp", "varp"):
             _encode(fh.create_group(key), DICT)
         write_dict(fh, "uns", uns or {})
