@@ -30,6 +30,6 @@ rule export_h5ad:
     params:
         run=S.run,
         condition=S.analysis.condition,
-        labels=list(S.analysis.labels),
+        labels=S.label_params()["labels"],
     script:
         "../scripts/export_h5ad.py"

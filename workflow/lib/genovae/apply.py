@@ -41,23 +41,29 @@ def latent_table(model, cohort, transform):
     return latent, errors
 
 
-def label_metrics(model, cohort, labels, pca=None):
+def label_metrics(model, cohort, labels, pca=None, batch=(), condition=None, plain=None):
     """VAE latent means vs PCA (same dimension, fitted on train), side by side.
 
     ``scope`` ``all``: cross-validated structure over all samples (labels were
     never used in training); ``test``: classifiers fitted on train + validation
-    samples, scored on the held-out test samples.
+    samples, scored on the held-out test samples. The ``batch`` labels (analysis.batch)
+    get batch-mixing scores within the ``condition``'s groups; ``plain``, a model of the
+    same settings trained without the covariates, is the representation ``vae_plain``.
     """
     from .labels import compare, compare_heldout  # scikit-learn: only the steps that need it load it
 
     pca = pca if pca is not None else fit_pca(cohort, model.config["latent_dim"])
-    reps = {"vae": encode(model, cohort.x)[0], "pca": pca.transform(cohort.x)}
+    reps = {"vae": encode(model, cohort.inputs())[0]}
+    if plain is not None:
+        reps["vae_plain"] = encode(plain, cohort.x)[0]
+    reps["pca"] = pca.transform(cohort.x)
     test = cohort.mask("test")
-    rows = [{"scope": "all", **r} for r in compare(reps, labels)]
+    groups = labels.get(condition) if condition else None
+    rows = [{"scope": "all", **r} for r in compare(reps, labels, batch=batch, groups=groups)]
     if test.any():
         rows += [{"scope": "test", **r} for r in compare_heldout(reps, labels, ~test, test)]
     cols = ["label", "scope", "representation", "n", "groups", "silhouette", "knn_accuracy",
-            "logreg_auc", "logreg_balanced_accuracy"]
+            "logreg_auc", "logreg_balanced_accuracy", *(["batch_mixing", "batch_asw"] if batch else [])]
     df = pd.DataFrame(rows)
     return df[[c for c in cols if c in df.columns]]
 
@@ -101,8 +107,33 @@ def latent_step(*, model, features, split, matrix, transform, out_latent, out_er
     io.write_tsv(out_errors, errors)
 
 
+def plain_model(vae, blob, cohort, threads=1):
+    """The selected model's settings trained again without the covariates (analysis.batch): the
+    reference that shows what conditioning on the batch changed. None for a DP model: another
+    training run would spend privacy budget the run did not grant."""
+    from .train import train_vae
+
+    info = blob.get("info") or {}
+    settings = dict(info.get("settings") or {})
+    if settings.pop("dp", None):
+        return None
+    settings.pop("warm_start", None)
+    config = {k: v for k, v in (info.get("model") or vae.config).items()
+              if k not in ("n_genes", "n_covariates", "covariate_reference")}
+    plain = without_covariates(cohort)
+    return train_vae(plain, model_config=config, threads=threads, **settings)[0]
+
+
+def without_covariates(cohort):
+    """The cohort as a model without covariates sees it."""
+    from dataclasses import replace
+
+    return replace(cohort, covariates=None, covariate_spec=[], _inputs=None)
+
+
 def test_metrics_step(
-    *, model, features, split, matrix, transform, samples, out_test, out_labels, condition, labels=(), threads=1
+    *, model, features, split, matrix, transform, samples, out_test, out_labels, condition, labels=(), batch=(),
+    threads=1,
 ):
     """Rule ``test_metrics``: the selected model on validation and held-out test samples, and the
     label structure of its latent space against PCA's."""
@@ -116,7 +147,9 @@ def test_metrics_step(
         **split_metrics(vae, cohort, t, "val", pca=pca),
         **test_metrics(vae, cohort, t, pca=pca),
     }
-    label_table = label_metrics(vae, cohort, load_labels(samples, cohort.sample_ids, condition, labels), pca=pca)
+    plain = plain_model(vae, blob, cohort, threads) if cohort.n_covariates else None
+    lab = load_labels(samples, cohort.sample_ids, condition, labels)
+    label_table = label_metrics(vae, cohort, lab, pca=pca, batch=batch, condition=condition, plain=plain)
     test["labels"] = label_table.to_dict(orient="records")
     io.write_tsv(out_labels, label_table)
     io.write_json(out_test, test)
@@ -239,6 +272,17 @@ def apply_new_data(
     raw, sheet, _, _, pseudonymized = apply_to_cohort(raw, sheet, privacy)
     x = np.ascontiguousarray(t.apply(raw).to_numpy(dtype=np.float32))
     n = len(raw)
+    spec = blob.get("covariates") or []
+    covariates = None
+    if spec:  # analysis.batch: the new samples' batches, among the levels the model was trained on
+        from .dataset import one_hot
+
+        if sheet is None:
+            raise InputError(
+                expression, f"the model is conditioned on {[s['column'] for s in spec]} (analysis.batch): "
+                "set new_data.samples to a sample sheet with these columns"
+            )
+        covariates = one_hot(sheet, spec, sheet_path)
     new = Cohort(
         sample_ids=raw.index.to_numpy(),
         split=np.full(n, "new", dtype=object),
@@ -248,6 +292,8 @@ def apply_new_data(
         library=raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32),
         library_all=raw.to_numpy(dtype=np.float64).sum(axis=1),
         genes=list(t.genes),
+        covariates=covariates,
+        covariate_spec=spec,
     )
     mu, err = latent_and_errors(vae, new, t)
     latent = pd.DataFrame(mu, columns=[f"z{i + 1}" for i in range(mu.shape[1])])

@@ -6,9 +6,10 @@ are slices by index, never a per-sample Dataset/DataLoader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import io
@@ -25,17 +26,86 @@ class Cohort:
     library: np.ndarray  # library size over the modelled genes (nb offset)
     library_all: np.ndarray  # library size over all genes (normalisation)
     genes: list
+    #: analysis.batch: one-hot covariates (samples x levels, float32) and their spec (see :func:`covariate_spec`)
+    covariates: np.ndarray | None = None
+    covariate_spec: list = field(default_factory=list)
+    _inputs: np.ndarray | None = field(default=None, repr=False)
 
     def mask(self, name):
         return self.split == name
 
+    @property
+    def n_covariates(self):
+        return 0 if self.covariates is None else int(self.covariates.shape[1])
+
+    def inputs(self):
+        """The model inputs: ``x``, followed by the covariate columns when there are any
+        (built once; without covariates ``x`` itself, not a copy)."""
+        if not self.n_covariates:
+            return self.x
+        if self._inputs is None:
+            self._inputs = np.ascontiguousarray(np.hstack([self.x, self.covariates]), dtype=np.float32)
+        return self._inputs
+
     def tensors(self, name, device):
         m = self.split == name if name != "all" else np.ones(len(self.split), bool)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a[m]), dtype=torch.float32, device=device)  # noqa: E731
-        x = as_t(self.x)
+        x = as_t(self.inputs())
         # gaussian/bernoulli targets are the inputs: one tensor, not two copies of the split
-        target = x if self.target is self.x else as_t(self.target)
+        if self.target is self.x:
+            target = x if not self.n_covariates else x[:, : self.x.shape[1]]
+        else:
+            target = as_t(self.target)
         return x, target, as_t(self.library)
+
+
+COVARIATE_PREFIX = "covariate:"
+
+
+def covariate_spec(frame, columns):
+    """``[{"column": c, "levels": [...]}, ...]``: the sorted levels of each covariate column."""
+    return [{"column": c, "levels": sorted(pd.Series(frame[c]).astype(str).unique().tolist())} for c in columns]
+
+
+def one_hot(frame, spec, where):
+    """The one-hot covariates (float32, samples x levels) of ``frame``'s columns as ``spec`` lists them.
+
+    A column missing from ``frame``, a missing value or a level the spec does not know is an
+    InputError naming ``where`` (a model cannot condition on a batch it never saw).
+    """
+    from .errors import InputError
+
+    blocks = []
+    for item in spec:
+        col, levels = item["column"], item["levels"]
+        if col not in frame.columns:
+            raise InputError(where, f"has no column {col!r}: the model is conditioned on it (analysis.batch)")
+        values = pd.Series(frame[col], dtype=object)
+        blank = values.isna() | (values.astype(str).str.strip() == "")
+        if blank.any():
+            raise InputError(
+                where, f"column {col!r} (analysis.batch) is empty for {int(blank.sum())} sample(s), "
+                f"e.g. {list(frame.index[blank.to_numpy()][:5])}"
+            )
+        values = values.astype(str)
+        unknown = sorted(set(values) - set(levels))
+        if unknown:
+            raise InputError(
+                where, f"column {col!r} (analysis.batch) has level(s) {unknown[:5]} the model was not trained on "
+                f"(known: {levels[:10]}); a batch-conditioned model cannot place a new batch: retrain with "
+                "these samples in the cohort"
+            )
+        codes = pd.Categorical(values, categories=levels).codes
+        block = np.zeros((len(values), len(levels)), np.float32)
+        block[np.arange(len(values)), codes] = 1.0
+        blocks.append(block)
+    return np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
+
+
+def covariate_reference(covariates, rows):
+    """The distinct covariate rows of ``covariates[rows]`` and their frequencies (the model's batch mixture)."""
+    uniq, counts = np.unique(covariates[rows], axis=0, return_counts=True)
+    return {"rows": uniq.astype(float).tolist(), "weights": (counts / counts.sum()).astype(float).tolist()}
 
 
 def load_cohort(features_path, split_path, matrix_path, likelihood):
@@ -48,6 +118,13 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
     counts = observation_space(likelihood) == "counts"  # the likelihood models the raw counts (nb)
     target = io.read_matrix_values(matrix_path, columns=genes, order="C")[2] if counts else x
     library = _library_sizes(target) if counts else np.ones(len(x), np.float32)
+    # analysis.batch: preprocess writes each covariate column as "covariate:<column>" in the split
+    names = [c[len(COVARIATE_PREFIX) :] for c in split.columns if c.startswith(COVARIATE_PREFIX)]
+    spec, covariates = [], None
+    if names:
+        frame = split[[COVARIATE_PREFIX + n for n in names]].set_axis(names, axis=1).astype(str)
+        spec = covariate_spec(frame, names)
+        covariates = one_hot(frame, spec, split_path)
     return Cohort(
         sample_ids=index.to_numpy(),
         split=split["split"].to_numpy(),
@@ -57,6 +134,8 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
         library=library,
         library_all=split["library_size"].to_numpy(dtype=np.float64),
         genes=genes,
+        covariates=covariates,
+        covariate_spec=spec,
     )
 
 

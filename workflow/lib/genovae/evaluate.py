@@ -62,9 +62,11 @@ def reconstruct_blocks(model, cohort, transform, mask_or_rows, batch_size=BATCH)
     model.eval()
     for rows in row_blocks(mask_or_rows, batch_size):
         x = np.ascontiguousarray(cohort.x[rows])
+        inputs = x if not cohort.n_covariates else np.ascontiguousarray(cohort.inputs()[rows])
+        c = None if not cohort.n_covariates else cohort.covariates[rows]  # each sample decoded in its own batch
         with torch.no_grad():
-            mu, logvar = model.encode(torch.from_numpy(x))
-        mean = model.px_mean(mu, np.ascontiguousarray(cohort.library[rows]))  # the mean of p(x|z), z the latent mean
+            mu, logvar = model.encode(torch.from_numpy(inputs))
+        mean = model.px_mean(mu, np.ascontiguousarray(cohort.library[rows]), c)  # the mean of p(x|z), z the latent mean
         mean = model.to_model_space(mean, transform, cohort.library_all[rows])
         yield rows, x, mean.astype(np.float32, copy=False), mu.numpy(), logvar.numpy()
 
@@ -89,7 +91,7 @@ def split_metrics(model, cohort, transform, name, pca=None):
         c = x - train_mean
         sst += float(np.einsum("ij,ij->", c, c))
         xt, tt, lt = (torch.from_numpy(np.ascontiguousarray(a[rows], dtype=np.float32))
-                      for a in (cohort.x, cohort.target, cohort.library))
+                      for a in (cohort.inputs(), cohort.target, cohort.library))
         sums += evaluate_loss(model, xt, tt, lt, beta=1.0) * len(rows)
         mus.append(mu)
         lvs.append(logvar)

@@ -192,8 +192,19 @@ def read_gene_table(path, na="empty"):
 
 
 def read_split(path, na="pandas"):
-    """``results/{run}/preprocess/split.tsv``: sample_id, split and condition as text, library_size a number."""
-    return _read_own_tsv(path, {"sample_id": str, "split": str, "condition": str}, na)
+    """``results/{run}/preprocess/split.tsv``: sample_id, split and condition as text, library_size a number.
+
+    The covariate columns (``covariate:<column>``, analysis.batch) are text as written, whatever
+    ``na`` says: a batch called "NA" is a level, not a missing value (preprocess refuses blanks).
+    """
+    from collections import defaultdict
+
+    frame = _read_own_tsv(path, defaultdict(lambda: str, library_size=float), na)
+    covariates = [c for c in frame.columns if c.startswith("covariate:")]
+    if covariates and na != "none":
+        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, usecols=covariates)
+        frame[covariates] = raw[covariates]
+    return frame
 
 
 def read_latent(path, na="empty"):

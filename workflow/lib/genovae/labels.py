@@ -114,13 +114,76 @@ def heldout(X_train, y_train, X_test, y_test):
     return out
 
 
-def compare(representations, labels, mask=None):
-    """Rows of label metrics for each representation (e.g. {'vae': Z, 'pca': P}) and label."""
+K_MIXING = 15
+
+
+def batch_mixing(X, batch, groups=None, k=K_MIXING):
+    """How well a representation mixes batches (analysis.batch), two scores in [0, 1], 1 = well mixed.
+
+    * ``batch_mixing``: for each sample, the share of its ``k`` nearest neighbours from
+      another batch, over the share expected if batches were placed at random
+      (``1 - (n_b - 1) / (n - 1)``), capped at 1 and averaged: a normalised kNN
+      batch-mixing score in the spirit of iLISI (Korsunsky et al. 2019);
+    * ``batch_asw``: scib's batch silhouette (Luecken et al. 2022): ``1 - |s_i|`` of the
+      batch labels' silhouette, computed within each biological group (``groups``, the
+      condition) so that the biology a group shares is not counted against mixing, and
+      averaged over samples.
+
+    Samples with a missing batch are left out; NaN when fewer than two batches remain.
+    """
+    batch = pd.Series(np.asarray(batch, dtype=object))
+    ok = (batch.notna() & (batch.astype(str).str.strip() != "")).to_numpy()
+    X, b = np.asarray(X)[ok], batch[ok].astype(str).to_numpy()
+    grp = np.zeros(len(b), int) if groups is None else np.unique(np.asarray(groups, dtype=str)[ok], return_inverse=True)[1]
+    out = {"batch_mixing": float("nan"), "batch_asw": float("nan")}
+    levels, codes = np.unique(b, return_inverse=True)
+    if len(levels) < 2 or len(b) < 3:
+        return out
+    n = len(b)
+    kk = min(k, n - 1)
+    _, ind = NearestNeighbors(n_neighbors=kk + 1).fit(X).kneighbors(X)
+    rows = np.arange(n)
+    own = ind == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), kk)
+    keep = np.ones(ind.shape, bool)
+    keep[rows, drop] = False
+    neighbours = ind[keep].reshape(n, kk)
+    other = (codes[neighbours] != codes[:, None]).mean(axis=1)
+    size = np.bincount(codes)[codes]
+    expected = 1.0 - (size - 1) / (n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(expected > 0, np.minimum(other / expected, 1.0), np.nan)
+    out["batch_mixing"] = float(np.nanmean(ratio))
+    from sklearn.metrics import silhouette_samples
+
+    scores, weights = [], []
+    for g in np.unique(grp):
+        m = grp == g
+        if len(np.unique(codes[m])) < 2 or m.sum() <= len(np.unique(codes[m])):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sil = silhouette_samples(X[m], codes[m])
+        scores.append(float(np.mean(1.0 - np.abs(sil))))
+        weights.append(int(m.sum()))
+    if scores:
+        out["batch_asw"] = float(np.average(scores, weights=weights))
+    return out
+
+
+def compare(representations, labels, mask=None, batch=(), groups=None):
+    """Rows of label metrics for each representation (e.g. {'vae': Z, 'pca': P}) and label.
+
+    Labels named in ``batch`` (analysis.batch) also get :func:`batch_mixing` scores, within
+    the biological ``groups`` (the condition's values)."""
     rows = []
     for label, y in labels.items():
         for rep, X in representations.items():
             m = np.ones(len(X), bool) if mask is None else mask
-            rows.append({"label": label, "representation": rep, **label_structure(X[m], np.asarray(y)[m])})
+            row = {"label": label, "representation": rep, **label_structure(X[m], np.asarray(y)[m])}
+            if label in batch:
+                row.update(batch_mixing(X[m], np.asarray(y)[m], None if groups is None else np.asarray(groups)[m]))
+            rows.append(row)
     return rows
 
 

@@ -21,7 +21,7 @@ def latent_loadings(model, cohort, transform, mu=None, max_points=256, seed=0, b
     from .risk import decoded_log
 
     if mu is None:
-        mu = encode(model, cohort.x)[0]
+        mu = encode(model, cohort.inputs())[0]
     mu = np.asarray(mu, np.float64)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(mu), size=min(max_points, len(mu)), replace=False))

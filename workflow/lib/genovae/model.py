@@ -207,6 +207,22 @@ def mlp(sizes, dropout, batch_norm):
     return nn.Sequential(*layers)
 
 
+class InjectedMLP(nn.Module):
+    """An MLP whose every layer also reads covariates ``c`` (scVI's ``deeply_inject_covariates``):
+    a batch can shift each layer, the output layer included, so the latent point need not carry it."""
+
+    def __init__(self, sizes, n_covariates, dropout, batch_norm):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            mlp([a + n_covariates, b], dropout, batch_norm) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+
+    def forward(self, h, c):
+        for layer in self.layers:
+            h = layer(torch.cat([h, c], dim=-1))
+        return h
+
+
 class VAE(nn.Module):
     """Variational autoencoder for a samples x genes matrix."""
 
@@ -218,6 +234,8 @@ class VAE(nn.Module):
         dropout=0.1,
         batch_norm=True,
         likelihood="gaussian",
+        n_covariates=0,
+        covariate_reference=None,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -232,12 +250,23 @@ class VAE(nn.Module):
             likelihood=likelihood,
         )
         self.likelihood = likelihood
-        self.encoder = mlp([n_genes] + hidden, dropout, batch_norm)
-        last = hidden[-1] if hidden else n_genes
+        self.n_genes, self.n_covariates = int(n_genes), int(n_covariates)
+        if self.n_covariates:
+            # analysis.batch: kept in the config only when set, so plain models are saved as before
+            ref = covariate_reference or {"rows": [[0.0] * self.n_covariates], "weights": [1.0]}
+            self.config.update(n_covariates=self.n_covariates, covariate_reference=ref)
+            self.register_buffer("_ref_rows", torch.tensor(ref["rows"], dtype=torch.float32), persistent=False)
+            self.register_buffer("_ref_weights", torch.tensor(ref["weights"], dtype=torch.float32),
+                                 persistent=False)
+        self.encoder = mlp([n_genes + self.n_covariates] + hidden, dropout, batch_norm)
+        last = hidden[-1] if hidden else n_genes + self.n_covariates
         self.z_mean = nn.Linear(last, latent_dim)
         self.z_logvar = nn.Linear(last, latent_dim)
-        self.decoder = mlp([latent_dim] + hidden[::-1], dropout, batch_norm)
-        self.out = nn.Linear(hidden[0] if hidden else latent_dim, n_genes)
+        if self.n_covariates:  # every decoder layer reads the covariates (see InjectedMLP)
+            self.decoder = InjectedMLP([latent_dim] + hidden[::-1], self.n_covariates, dropout, batch_norm)
+        else:
+            self.decoder = mlp([latent_dim] + hidden[::-1], dropout, batch_norm)
+        self.out = nn.Linear((hidden[0] if hidden else latent_dim) + self.n_covariates, n_genes)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(n_genes))
         elif likelihood == "nb":
@@ -249,7 +278,11 @@ class VAE(nn.Module):
         return SPACES[self.likelihood]
 
     def encode(self, x):
-        """Mean and (clamped) log-variance of ``q(z|x)``."""
+        """Mean and (clamped) log-variance of ``q(z|x)``.
+
+        ``x`` is the model input: the preprocessed genes, followed (with ``n_covariates``,
+        analysis.batch) by the samples' covariate one-hot columns, as scVI conditions on batch.
+        """
         h = self.encoder(x)
         return self.z_mean(h), self.z_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -257,9 +290,23 @@ class VAE(nn.Module):
     def reparameterize(mu, logvar):
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
-    def decode(self, z):
-        """Decoder output: mean (gaussian), logits (bernoulli) or log proportions (nb)."""
-        out = self.out(self.decoder(z))
+    def covariates(self, x):
+        """The covariate columns of model inputs ``x`` (None for a model without covariates)."""
+        return x[..., self.n_genes :] if self.n_covariates else None
+
+    def decode(self, z, c=None):
+        """Decoder output: mean (gaussian), logits (bernoulli) or log proportions (nb).
+
+        A model with covariates decodes ``z`` with the one-hot covariates ``c`` (one row per
+        latent point, or one row for all)."""
+        if self.n_covariates:
+            if c is None:
+                raise ValueError("this model is conditioned on covariates: decode(z, c) needs them")
+            c = c.to(z.dtype).expand(z.shape[0], -1)
+            h = self.decoder(z, c)
+            out = self.out(torch.cat([h, c.to(h.dtype)], dim=-1))
+        else:
+            out = self.out(self.decoder(z))
         if self.likelihood == "nb":
             # float32 under autocast too (no-op in float32): proportions of thousands of genes
             return F.log_softmax(out.float(), dim=-1)
@@ -275,9 +322,10 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar) if sample else mu
         return Inference(qz=Normal(mu, torch.exp(0.5 * logvar), validate_args=False), mu=mu, logvar=logvar, z=z)
 
-    def generative(self, z, library=None):
-        """``p(x|z)`` (float32) for latent points ``z``; ``library``: the samples' library sizes (nb)."""
-        return self.px(self.decode(z).float(), library)
+    def generative(self, z, library=None, c=None):
+        """``p(x|z)`` (float32) for latent points ``z``; ``library``: the samples' library sizes (nb);
+        ``c``: their covariates (a model with covariates)."""
+        return self.px(self.decode(z, c).float(), library)
 
     def px(self, dec, library=None):
         """``p(x|z)`` from decoder output ``dec`` (see :meth:`decode`)."""
@@ -291,7 +339,7 @@ class VAE(nn.Module):
     def loss(self, x, target, library=None, beta=1.0, sample=True):
         """The negative ELBO of a batch as a :class:`LossOutput`."""
         q = self.inference(x, sample=sample)
-        recon = -self.generative(q.z, library).log_prob(target).sum(-1)
+        recon = -self.generative(q.z, library, self.covariates(x)).log_prob(target).sum(-1)
         kl = kl_standard_normal(q.mu, q.logvar).sum(-1)
         return LossOutput(
             loss=(recon + beta * kl).mean(),
@@ -315,15 +363,27 @@ class VAE(nn.Module):
 
     # ------------------------------------------ numpy in, numpy out
     @torch.no_grad()
-    def px_mean(self, z, library=None):
-        """Mean of ``p(x|z)`` of latent points ``z`` (numpy or tensor) as a numpy array (float32)."""
-        return self.generative(_float32(z), _float32(library)).mean.numpy()
+    def px_mean(self, z, library=None, c=None):
+        """Mean of ``p(x|z)`` of latent points ``z`` (numpy or tensor) as a numpy array (float32).
+
+        A model with covariates decodes with ``c``; without ``c`` it gives the batch-corrected
+        mean: the average of the means decoded at every covariate combination of the training
+        cohort, weighted by its frequency (scVI's ``transform_batch`` averaged over batches).
+        """
+        z, library = _float32(z), _float32(library)
+        if not self.n_covariates or c is not None:
+            return self.generative(z, library, _float32(c)).mean.numpy()
+        total = None
+        for row, w in zip(self._ref_rows, self._ref_weights):
+            part = self.generative(z, library, row[None, :]).mean * w
+            total = part if total is None else total + part
+        return total.numpy()
 
     @torch.no_grad()
-    def sample_observations(self, z, library=None, rng=None, noise=True):
+    def sample_observations(self, z, library=None, rng=None, noise=True, c=None):
         """Draws from ``p(x|z)`` with the numpy generator ``rng`` (see each distribution's ``draw``):
-        model-space values (float64), or counts for nb."""
-        return self.generative(_float32(z), _float32(library)).draw(rng, noise)
+        model-space values (float64), or counts for nb. ``c``: the covariates (a model with them)."""
+        return self.generative(_float32(z), _float32(library), _float32(c)).draw(rng, noise)
 
     def to_log_space(self, values, transform, library_all):
         """Values of ``p(x|z)`` (e.g. :meth:`px_mean`) -> log space before scaling (``transform``:

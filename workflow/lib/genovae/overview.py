@@ -101,6 +101,11 @@ def _headline_html(summary, risk=None, top=TOP_GENES):
     lat = v.get("latent") or {}
     if lat.get("active_units") is not None:
         rows.append(("active latent dimensions", f"{lat['active_units']} of {lat['latent_dim']}"))
+    for col, b in (summary.get("batch") or {}).items():
+        if isinstance(b, dict) and b.get("batch_mixing"):
+            mix = b["batch_mixing"]
+            rows.append((f"batch mixing of '{_e(col)}' (kNN, 1 = well mixed), VAE / without the covariate / {pca}",
+                         " / ".join(_fmt(mix.get(k), 2) for k in ("vae", "vae_plain", "pca"))))
     pred = (summary.get("prediction") or {}).get("test") or {}
     if pred:
         key = "roc_auc" if any(pred[k].get("roc_auc") is not None for k in pred) else "balanced_accuracy"
@@ -147,8 +152,8 @@ def _rounds_html(rounds):
 
 
 def _labels_html(labels):
-    cols = [c for c in ("label", "scope", "representation", "n", "silhouette", *LABEL_METRICS)
-            if c in labels.columns]
+    cols = [c for c in ("label", "scope", "representation", "n", "silhouette", *LABEL_METRICS, "batch_mixing",
+                        "batch_asw") if c in labels.columns]
     rows = [[_e(_fmt(r[c])) for c in cols] for _, r in labels.iterrows()]
     return _table(cols, rows)
 

@@ -438,7 +438,7 @@ def risk_heatmap(risk, features, latent, path, top_genes=30, dpi=120, condition=
 
 
 def make_plots(
-    *, histories, selection, latent, errors, risk, features, samples, out, condition="condition", labels=(),
+    *, histories, selection, latent, errors, risk, features, samples, out, condition="condition", labels=(), batch=(),
     top_genes=30, dpi=120,
 ):
     loss_curves(histories, selection, out["loss"], dpi)

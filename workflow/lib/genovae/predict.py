@@ -105,7 +105,7 @@ def predict_step(*, model, features, split, matrix, transform, out_classifier, o
     if len(set(y[train])) < 2:
         raise InputError(split, "the train and validation samples hold fewer than two condition groups: "
                                 "nothing to predict (analysis.predict)")
-    mu = encode(vae, cohort.x)[0]
+    mu = encode(vae, cohort.inputs())[0]
     pca = fit_pca(cohort, vae.config["latent_dim"])
     reps = {"vae": mu, "pca": pca.transform(cohort.x), "genes": cohort.x}
     fitted, classes = fit_and_score(reps, y, train, test, C=C, seed=seed)

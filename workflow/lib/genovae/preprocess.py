@@ -46,11 +46,13 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def stratified_split(labels, fractions, seed):
+def stratified_split(labels, fractions, seed, small_to_train=False):
     """Assign each sample to train/val/test, stratified by ``labels``.
 
     Every group contributes at least one sample to each split with a non-zero
-    fraction; rounding favours train.
+    fraction; rounding favours train. A group too small for that is an error,
+    or with ``small_to_train`` goes to train whole (the condition x batch cells
+    of :func:`split_with_batches`).
     """
     rng = np.random.default_rng(seed)
     labels = pd.Series(labels)
@@ -64,11 +66,44 @@ def stratified_split(labels, fractions, seed):
             f = fractions.get(s, 0.0)
             take[s] = max(1, int(round(f * n))) if f > 0 else 0
         if n - take["val"] - take["test"] < 1:
+            if small_to_train:
+                continue
             raise InputError(
                 "sample sheet", f"group {level!r} has {n} samples: too few for the split {fractions}"
             )
         out.loc[idx[: take["val"]]] = "val"
         out.loc[idx[take["val"] : take["val"] + take["test"]]] = "test"
+    return out
+
+
+def split_with_batches(sheet, condition, batch, fractions, seed, where):
+    """The split of :func:`stratified_split`, stratified by condition, and with ``batch`` columns
+    (analysis.batch) by condition x batch: every batch is in train, so the model learns each
+    batch's covariate. A condition x batch cell too small to split goes to train whole; each
+    condition must still reach every split (checked on the result)."""
+    if not batch:
+        return stratified_split(sheet[condition], fractions, seed)
+    for col in batch:
+        if col not in sheet.columns:
+            raise InputError(where, f"has no column {col!r} (analysis.batch); columns: {list(sheet.columns)[:10]}")
+        blank = sheet[col].isna() | (sheet[col].astype(str).str.strip() == "")
+        if blank.any():
+            raise InputError(
+                where, f"column {col!r} (analysis.batch) is empty for {int(blank.sum())} sample(s), "
+                f"e.g. {list(sheet.index[blank.to_numpy()][:5])}: give every sample its batch"
+            )
+    cells = sheet[condition].astype(str)
+    for col in batch:
+        cells = cells + "\x1f" + sheet[col].astype(str)
+    out = stratified_split(cells, fractions, seed, small_to_train=True)
+    for level, part in out.groupby(sheet[condition].astype(str).to_numpy()):
+        for s in ("val", "test"):
+            if fractions.get(s, 0.0) > 0 and not (part == s).any():
+                raise InputError(
+                    where,
+                    f"group {level!r} has no {s} sample once split by condition x batch ({', '.join(batch)}): "
+                    "each condition needs more samples per batch, or drop analysis.batch",
+                )
     return out
 
 
@@ -388,6 +423,7 @@ def preprocess(
     split,
     seed,
     latent_dim=None,
+    batch=(),
     **transform_kwargs,
 ):
     from .plausible import check_latent_dim
@@ -395,7 +431,8 @@ def preprocess(
     matrix = io.read_matrix(matrix_path)
     sheet = io.read_sample_sheet(samples_path, na="none").set_index("sample_id", drop=False)
     sheet = sheet.loc[matrix.index]
-    assignment = stratified_split(sheet[condition], split, seed)
+    batch = list(batch or ())
+    assignment = split_with_batches(sheet, condition, batch, split, seed, samples_path)
     train_mask = (assignment == "train").to_numpy()
     t, logx = fit_transform(matrix, train_mask, value_type, **transform_kwargs)
     check_latent_dim(len(t.genes), latent_dim, matrix_path)
@@ -405,6 +442,7 @@ def preprocess(
             "split": assignment.to_numpy(),
             "condition": sheet[condition].to_numpy(),
             "library_size": row_sums(matrix.to_numpy()),
+            **{f"covariate:{col}": sheet[col].astype(str).to_numpy() for col in batch},
         }
     )
     n_input = matrix.shape[1]

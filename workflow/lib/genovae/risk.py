@@ -183,7 +183,7 @@ def posterior_change(model, cohort, transform, case_m, ctrl_m, *, draws=32, perm
     idx = np.flatnonzero(np.asarray(case_m) | np.asarray(ctrl_m))
     lab = np.asarray(case_m)[idx]
     if mu is None or logvar is None:
-        mu, logvar = encode(model, cohort.x, rows=idx)
+        mu, logvar = encode(model, cohort.inputs(), rows=idx)
     else:
         mu, logvar = mu[idx], logvar[idx]
     rng = np.random.default_rng(seed)
@@ -233,7 +233,7 @@ def rank_contrast(model, cohort, transform, name, case_m, ctrl_m, latent_fdr=0.0
     if mu is None or logvar is None:
         from .evaluate import encode
 
-        mu, logvar = encode(model, cohort.x)
+        mu, logvar = encode(model, cohort.inputs())
     t_dim, p_dim = welch(mu[case_m], mu[ctrl_m])
     fdr_dim = bh(p_dim)
     diff = mu[case_m].mean(axis=0) - mu[ctrl_m].mean(axis=0)
@@ -333,7 +333,7 @@ def rank_genes(model, cohort, transform, case=None, control=None, latent_fdr=0.0
     """
     from .evaluate import encode
 
-    mu, logvar = encode(model, cohort.x)
+    mu, logvar = encode(model, cohort.inputs())
     tables, dims = [], []
     for name, case_m, ctrl_m in contrasts(cohort.condition, case, control):
         table, dim, _ = rank_contrast(model, cohort, transform, name, case_m, ctrl_m, latent_fdr, mu=mu,

@@ -77,7 +77,10 @@ def train_round(
     history.insert(0, "round", int(round_))
     io.write_tsv(out_history, history)
     io.write_json(out_info, info)
-    save_model(out_model, model, {"round": int(round_), "genes": cohort.genes, "info": io.to_jsonable(info)})
+    extra = {"round": int(round_), "genes": cohort.genes, "info": io.to_jsonable(info)}
+    if cohort.covariate_spec:  # analysis.batch: the levels apply_new must map new samples to
+        extra["covariates"] = cohort.covariate_spec
+    save_model(out_model, model, extra)
     if os.path.exists(checkpoint):
         os.unlink(checkpoint)
     log.info(
@@ -92,7 +95,7 @@ def train_round(
 
 
 def evaluate_round(
-    *, model, features, split, matrix, transform, samples, out_metrics, round_, condition, labels=()
+    *, model, features, split, matrix, transform, samples, out_metrics, round_, condition, labels=(), batch=()
 ):
     from . import io
     from .dataset import load_cohort, load_labels
@@ -109,9 +112,9 @@ def evaluate_round(
     metrics.update(split_metrics(vae, cohort, t, "train", pca=pca))
     metrics.update(split_metrics(vae, cohort, t, "val", pca=pca))
     # label structure on the samples the loop may look at (train + validation, never test)
-    reps = {"vae": encode(vae, cohort.x)[0], "pca": pca.transform(cohort.x)}
+    reps = {"vae": encode(vae, cohort.inputs())[0], "pca": pca.transform(cohort.x)}
     lab = load_labels(samples, cohort.sample_ids, condition, labels)
-    metrics["labels"] = compare(reps, lab, mask=~cohort.mask("test"))
+    metrics["labels"] = compare(reps, lab, mask=~cohort.mask("test"), batch=batch, groups=lab[condition])
     metrics["best_epoch"] = blob["info"]["best_epoch"]
     metrics["epochs_run"] = blob["info"]["epochs_run"]
     metrics["seed"] = blob["info"]["seed"]
@@ -119,7 +122,8 @@ def evaluate_round(
     # what the round trained with (model.hidden resolved): the diagnosis and the next adaptive round read it
     train_settings = blob["info"].get("settings") or {}
     metrics["settings"] = {
-        "model": {k: v for k, v in vae.config.items() if k != "n_genes"},
+        # the covariates follow from the data (analysis.batch), not from the round's settings
+        "model": {k: v for k, v in vae.config.items() if k not in ("n_genes", "n_covariates", "covariate_reference")},
         "train": {k: v for k, v in train_settings.items() if k != "dp"},
     }
     io.write_json(out_metrics, metrics)

@@ -160,6 +160,10 @@ def check(cfg):
     total = split["train"] + split["val"] + split["test"]
     if abs(total - 1.0) > 1e-6:
         raise ConfigError("preprocess.split", f"train + val + test must be 1, not {total:g}")
+    if analysis["condition"] in analysis["batch"]:
+        raise ConfigError("analysis.batch", f"{analysis['condition']!r} is the condition: a batch column must differ")
+    if simulate and set(analysis["batch"]) - {"batch"}:
+        raise ConfigError("analysis.batch", "simulated cohorts label batches in column 'batch'")
     case, control = analysis["case"], analysis["control"]
     if (case is None) != (control is None):
         raise ConfigError("analysis.case", "set both case and control, or neither")
@@ -310,6 +314,8 @@ class Settings:
             "n_top_genes": p.n_top_genes,
             "scaling": p.scaling,
             "gene_selection": p.gene_selection,
+            # only when set: runs without covariates keep their params (and outputs)
+            **({"batch": list(self.analysis.batch)} if self.analysis.batch else {}),
         }
 
     def model_params(self):
@@ -358,7 +364,11 @@ class Settings:
         return {"model": model, "train": train}
 
     def label_params(self):
-        return {"condition": self.analysis.condition, "labels": list(self.analysis.labels)}
+        """The condition and the label columns whose latent structure is measured; the batch
+        columns (analysis.batch) are labels too, with batch-mixing scores (only when set)."""
+        a = self.analysis
+        labels = list(a.labels) + [b for b in a.batch if b not in a.labels]
+        return {"condition": a.condition, "labels": labels, **({"batch": list(a.batch)} if a.batch else {})}
 
     def risk_params(self):
         a = self.analysis

@@ -71,6 +71,7 @@ def summarize(
     elif sel.get("loop_stop_reason"):
         summary["loop_stop_reason"] = sel["loop_stop_reason"]
     by_round = {int(m["round"]): m for m in map(io.read_json, round_metrics)}
+    batch_cols = [c.split(":", 1)[1] for c in sp.columns if c.startswith("covariate:")]  # analysis.batch
     summary["verdict"] = build_verdict(
         selection=sel,
         test_metrics=met,
@@ -79,6 +80,7 @@ def summarize(
         condition=condition,
         direction=METRICS.get(sel["metric"], "min"),
         stop_reason=summary.get("loop_stop_reason"),
+        batch=batch_cols,
     )
     # one list of everything a user should know: data warnings from collect, then the verdict's,
     # then the risk-gene routes' (a VAE route that abstained says why)
@@ -91,6 +93,9 @@ def summarize(
                     f"risk genes, {r['contrast']}: the VAE route {r['vae_status']}; it calls no genes — use the "
                     f"classical route ({r.get('classical_fdr_0_05', 0)} genes at FDR < 0.05)"
                 )
+    if batch_cols:  # analysis.batch
+        summary["batch"], extra = batch_block(sp, met.get("labels", []), batch_cols)
+        summary["warnings"] += extra
     if synthetic:
         syn = io.read_json(synthetic)
         summary["synthetic"] = {k: syn[k] for k in ("n_synthetic", "n_per_condition", "fidelity", "utility", "privacy")}
@@ -109,6 +114,61 @@ def summarize(
         summary["ranking"] = ranking_metrics(r, planted)
     io.write_json(out_summary, summary)
     return summary
+
+
+#: below this kNN batch-mixing score (1 = neighbours as mixed as at random) the latent space separates batches
+MIXING_WARN = 0.5
+#: conditioning on the batch "costs biology" when the condition's kNN accuracy drops by more than this
+CONSERVATION_DROP = 0.1
+
+
+def batch_block(split, label_rows, columns):
+    """analysis.batch in summary.json: per batch column, its levels, how they cross the condition,
+    the integration scores of each representation, and the warnings a user must read."""
+    block, warnings = {}, []
+    rows = [r for r in label_rows if r.get("scope") == "all"]
+
+    def score(label, key):
+        return {r["representation"]: r[key] for r in rows
+                if r["label"] == label and r.get(key) is not None and r[key] == r[key]}
+
+    condition_rows = [r for r in rows if r["label"] not in columns]
+    for col in columns:
+        table = pd.crosstab(split[f"covariate:{col}"], split["condition"])
+        pure = [str(b) for b, row in table.iterrows() if (row > 0).sum() == 1 and table.shape[1] > 1]
+        mixing, asw = score(col, "batch_mixing"), score(col, "batch_asw")
+        block[col] = {
+            "levels": {str(k): int(v) for k, v in split[f"covariate:{col}"].value_counts().sort_index().items()},
+            "single_condition_batches": pure,
+            "batch_mixing": mixing,
+            "batch_asw": asw,
+            "batch_knn_accuracy": score(col, "knn_accuracy"),
+        }
+        if pure:
+            warnings.append(
+                f"batch {col}: {len(pure)} of {table.shape[0]} batches hold one condition only "
+                f"({', '.join(pure[:5])}): the batch is confounded with the condition there, and conditioning "
+                "on it can remove the condition's signal"
+            )
+        vae = mixing.get("vae")
+        if vae is not None and vae < MIXING_WARN:
+            others = "; ".join(f"{name} {mixing[key]:.2f}" for key, name in
+                               (("vae_plain", "the same model without the covariate"), ("pca", "PCA"))
+                               if key in mixing)
+            warnings.append(
+                f"batch {col}: the latent space still separates the batches (kNN batch mixing {vae:.2f} of 1"
+                f"{'; ' + others if others else ''}); compare biology across batches with care"
+            )
+    if condition_rows:
+        cond = condition_rows[0]["label"]
+        acc = score(cond, "knn_accuracy")
+        block["condition_knn_accuracy"] = acc
+        if "vae" in acc and "vae_plain" in acc and acc["vae_plain"] - acc["vae"] > CONSERVATION_DROP:
+            warnings.append(
+                f"conditioning on the batch lowered the condition's kNN accuracy from {acc['vae_plain']:.2f} to "
+                f"{acc['vae']:.2f}: the batch may carry part of the biology"
+            )
+    return block, warnings
 
 
 def privacy_warning(p):

@@ -118,13 +118,15 @@ def sample_cohort(model, cohort, transform, *, n_per_condition, seed=1, noise=Tr
     labels, written, model_space = [], [], []
     for c in conditions:
         m = train & (cohort.condition == c)
-        mu, logvar = encode(model, cohort.x, np.flatnonzero(m))
+        mu, logvar = encode(model, cohort.inputs(), np.flatnonzero(m))
         mean, cov = latent_distribution(mu, logvar)
         z = rng.multivariate_normal(mean, cov, size=int(n_per_condition), method="eigh")
         pick = rng.integers(0, int(m.sum()), size=int(n_per_condition))
         library, lib_all = cohort.library[m][pick], cohort.library_all[m][pick]
         # draws from p(x|z): model-space values, or counts when the likelihood models counts
-        obs = model.sample_observations(z, library, rng, noise)
+        # analysis.batch: each draw in the batch of the training sample its library size comes from
+        cov = cohort.covariates[m][pick] if cohort.n_covariates else None
+        obs = model.sample_observations(z, library, rng, noise, c=cov)
         values = obs if model.space == "counts" else to_input_space(obs, transform, lib_all)
         written.append(values)
         model_space.append(to_model_space(values, transform, lib_all))

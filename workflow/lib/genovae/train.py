@@ -318,9 +318,15 @@ def train_vae(
     if n < 2:
         raise TrainingError("the train split has fewer than 2 samples")
     # model.hidden: auto is sized by the training samples and genes (genovae.loop.auto_hidden)
+    n_genes = len(cohort.genes)
     model_config = {**model_config, "hidden": resolve_hidden(
-        model_config.get("hidden", "auto"), n, data.x.shape[1], model_config.get("latent_dim", 10))}
-    model = VAE(n_genes=data.x.shape[1], **model_config).to(dev)
+        model_config.get("hidden", "auto"), n, n_genes, model_config.get("latent_dim", 10))}
+    if cohort.n_covariates:  # analysis.batch: inputs end with the covariates' one-hot columns
+        from .dataset import covariate_reference
+
+        model_config.update(n_covariates=cohort.n_covariates,
+                            covariate_reference=covariate_reference(cohort.covariates, cohort.mask("train")))
+    model = VAE(n_genes=n_genes, **model_config).to(dev)
     if init_state is not None:
         model.load_state_dict(init_state)
     plan.setup(model, dev=dev, n=n, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
@@ -467,13 +473,14 @@ def _train_tensors(cohort, dev):
     memory of training). Elsewhere, e.g. for a GPU, the split is copied to the
     device once and ``rows`` is None. The batches are the same either way.
     """
-    arrays = (cohort.x, cohort.target, cohort.library)
+    inputs = cohort.inputs()  # x, or x and the covariates (analysis.batch)
+    arrays = (inputs, cohort.target, cohort.library)
     if dev.type == "cpu" and all(
         isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
         for a in arrays
     ):
-        x = torch.from_numpy(cohort.x)
-        target = x if cohort.target is cohort.x else torch.from_numpy(cohort.target)
+        x = torch.from_numpy(inputs)
+        target = x if cohort.target is inputs else torch.from_numpy(cohort.target)
         rows = torch.from_numpy(np.flatnonzero(cohort.mask("train")))
         return x, target, torch.from_numpy(cohort.library), rows
     return (*cohort.tensors("train", dev), None)

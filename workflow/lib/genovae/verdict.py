@@ -68,7 +68,8 @@ def _fmt(x):
 
 
 def build_verdict(
-    *, selection, test_metrics, round_metrics, latent_dim, condition, direction="min", stop_reason=None
+    *, selection, test_metrics, round_metrics, latent_dim, condition, direction="min", stop_reason=None,
+    batch=(),
 ):
     """The verdict block from the selection, the test metrics and the selected round's metrics.
 
@@ -76,7 +77,9 @@ def build_verdict(
     rounds_run, max_rounds); ``test_metrics``: test_metrics.json (val_*/test_* metrics and
     ``labels`` rows); ``round_metrics``: the selected round's metrics.json (train_* and val_*);
     ``direction``: "min" when lower values of the metric are better; ``stop_reason``: why the
-    loop ended before max_rounds without passing (e.g. the privacy budget), if it did.
+    loop ended before max_rounds without passing (e.g. the privacy budget), if it did. ``batch``:
+    the batch columns (analysis.batch), whose separation is not a goal: the summary's batch block
+    judges them.
     """
     warnings, advice = [], []
     pca_name = f"PCA-{latent_dim}"
@@ -152,7 +155,7 @@ def build_verdict(
     # -- label structure on the test samples
     labels = {}
     for row in test_metrics.get("labels", []):
-        if row.get("scope") != "test":
+        if row.get("scope") != "test" or row.get("label") in batch:
             continue
         for key in LABEL_METRICS:
             v = _num(row.get(key))
