@@ -10,8 +10,16 @@ batch ASW (genovae.labels.batch_mixing: 1 = mixed as at random, 0 = batches apar
 each condition) and the condition's leave-one-out 5-NN accuracy, beside PCA at the latent
 dimension. Torch on 2 threads, CPU, seeded.
 
-    python3 benchmarks/bench_batch.py --json benchmarks/runs/batch.json
+``--real`` runs the same comparison on shared cohorts whose sample sheet has a real technical
+covariate, the ``split`` column of the original studies (golub_all_aml: the 38-sample training
+set against the 34-sample independent set, collected later and from more centres; khan_srbct:
+the 63 training samples against the 20 test samples), with the config a user of that cohort
+would set (benchmarks/bench_loop.py's DATASETS) and every other setting the schema's default.
+
+    python3 benchmarks/bench_batch.py --json benchmarks/runs/bench_batch.json
     python3 benchmarks/bench_batch.py --effects 0.5 --likelihoods gaussian --seeds 1 2 3
+    python3 benchmarks/bench_batch.py --real golub_all_aml khan_srbct --seeds 1 2 3 --effects --likelihoods \
+        --json benchmarks/runs/bench_batch_real.json
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from genovae import io  # noqa: E402
 from genovae.apply import without_covariates  # noqa: E402
@@ -70,15 +79,53 @@ def one(effect, likelihood, seed, epochs):
     return out
 
 
+def real(name, seed):
+    """The comparison on a shared cohort, batch = its sample sheet's ``split`` column."""
+    from bench_loop import config_of, prepare
+
+    from genovae.settings import load_settings
+
+    cfg = config_of(name, "after", 1.1, 1)
+    cfg["analysis"]["batch"] = ["split"]
+    cfg["train"].update(seed=seed, threads=2)
+    S = load_settings(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        p = prepare(S, name, Path(d))
+        params = S.round_params(1)
+        cohort = load_cohort(p["features.parquet"], p["split.tsv"], p["matrix.parquet"],
+                             params["model"]["likelihood"])
+        sheet = io.read_sample_sheet(p["samples.tsv"]).set_index("sample_id").loc[cohort.sample_ids]
+    batch, condition = sheet["split"].to_numpy(), cohort.condition
+    train = {k: v for k, v in params["train"].items() if k not in ("warm_start", "dp")}
+    reps = {}
+    for rep, c in (("conditioned", cohort), ("plain", without_covariates(cohort))):
+        t0 = time.perf_counter()
+        model, _, info = train_vae(c, model_config=params["model"], **train)
+        reps[rep] = (encode(model, c.inputs())[0], info["epochs_run"], time.perf_counter() - t0)
+    reps["pca"] = (fit_pca(cohort, params["model"]["latent_dim"]).transform(cohort.x), None, 0.0)
+    return [{"dataset": name, "seed": seed, "representation": rep, **batch_mixing(z, batch, condition),
+             "batch_knn": label_structure(z, batch)["knn_accuracy"],
+             "condition_knn": label_structure(z, condition)["knn_accuracy"], "epochs_run": e, "seconds": round(s, 1)}
+            for rep, (z, e, s) in reps.items()]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--effects", type=float, nargs="+", default=[0.25, 0.5, 0.8])
-    ap.add_argument("--likelihoods", nargs="+", default=["gaussian", "nb"])
+    ap.add_argument("--effects", type=float, nargs="*", default=[0.25, 0.5, 0.8])
+    ap.add_argument("--likelihoods", nargs="*", default=["gaussian", "nb"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[3])
     ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--real", nargs="*", default=[])
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
+    for name in args.real:
+        for seed in args.seeds:
+            for r in real(name, seed):
+                rows.append(r)
+                print(f"{name:14s} seed {seed} {r['representation']:11s} mixing {r['batch_mixing']:.2f} "
+                      f"asw {r['batch_asw']:.2f} batch 5-NN {r['batch_knn']:.2f} condition 5-NN "
+                      f"{r['condition_knn']:.2f} epochs {r['epochs_run']} {r['seconds']} s", flush=True)
     for lik in args.likelihoods:
         for effect in args.effects:
             for seed in args.seeds:
