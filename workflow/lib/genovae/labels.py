@@ -134,7 +134,9 @@ def batch_mixing(X, batch, groups=None, k=K_MIXING):
     batch = pd.Series(np.asarray(batch, dtype=object))
     ok = (batch.notna() & (batch.astype(str).str.strip() != "")).to_numpy()
     X, b = np.asarray(X)[ok], batch[ok].astype(str).to_numpy()
-    grp = np.zeros(len(b), int) if groups is None else np.unique(np.asarray(groups, dtype=str)[ok], return_inverse=True)[1]
+    grp = np.zeros(len(b), int)
+    if groups is not None:
+        grp = np.unique(np.asarray(groups, dtype=str)[ok], return_inverse=True)[1]
     out = {"batch_mixing": float("nan"), "batch_asw": float("nan")}
     levels, codes = np.unique(b, return_inverse=True)
     if len(levels) < 2 or len(b) < 3:

@@ -103,9 +103,9 @@ def _headline_html(summary, risk=None, top=TOP_GENES):
         rows.append(("active latent dimensions", f"{lat['active_units']} of {lat['latent_dim']}"))
     for col, b in (summary.get("batch") or {}).items():
         if isinstance(b, dict) and b.get("batch_mixing"):
-            mix = b["batch_mixing"]
+            mix = [b["batch_mixing"].get(k) for k in ("vae", "vae_plain", "pca")]
             rows.append((f"batch mixing of '{_e(col)}' (kNN, 1 = well mixed), VAE / without the covariate / {pca}",
-                         " / ".join(_fmt(mix.get(k), 2) for k in ("vae", "vae_plain", "pca"))))
+                         " / ".join("–" if v is None else f"{v:.2f}" for v in mix)))
     pred = (summary.get("prediction") or {}).get("test") or {}
     if pred:
         key = "roc_auc" if any(pred[k].get("roc_auc") is not None for k in pred) else "balanced_accuracy"
