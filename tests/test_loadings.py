@@ -34,3 +34,35 @@ def test_the_dimension_that_carries_the_condition_loads_on_the_planted_genes(lik
     first = table[table["dimension"] == f"z{j + 1}"]
     assert first["rank"].tolist() == list(range(1, len(cohort.genes) + 1))
     assert np.all(np.diff(first["loading"].abs().to_numpy()) <= 1e-12)
+
+
+#: cell-type programmes of PBMCs (PROVENANCE.md of pbmc68k_reduced; Zheng et al. 2017, the scanpy/Seurat tutorials)
+PBMC_PROGRAMMES = {
+    "B cell": {"CD79A", "CD79B", "MS4A1"},
+    "NK / cytotoxic": {"GNLY", "NKG7", "CCL5"},
+    "monocyte": {"FCN1", "LYZ", "S100A9", "S100A8", "CST3", "TYROBP", "LST1", "AIF1"},
+}
+
+
+@pytest.mark.realdata
+def test_pbmc_latent_dimensions_are_cell_type_programmes(tmp_path):
+    """On pbmc68k_reduced (700 cells, 10 cell types) with the schema's defaults, each programme's
+    markers are among the 12 top genes of some latent dimension, moving together (one sign)
+    (benchmarks/bench_loadings.py prints every dimension; docs/science.md records what was found)."""
+    import sys
+    from pathlib import Path
+
+    from conftest import shared_dataset
+
+    shared_dataset("pbmc68k_reduced")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_loadings import pbmc_loadings
+
+    found = pbmc_loadings(seed=1, tmp=tmp_path)
+    for programme, markers in PBMC_PROGRAMMES.items():
+        hits = [
+            (dim, [g for g, sign in top if g in markers], {sign for g, sign in top if g in markers})
+            for dim, top in found["top"].items()
+        ]
+        best = max(hits, key=lambda h: len(h[1]))
+        assert len(best[1]) >= 2 and len(best[2]) == 1, (programme, hits)
