@@ -214,6 +214,11 @@ def test_workflow_with_batches_and_apply_new(workdir):
     assert set(block["levels"]) == {"b1", "b2", "b3"} and block["single_condition_batches"] == []
     assert set(block["batch_mixing"]) == {"vae", "vae_plain", "pca"}
     assert "condition_knn_accuracy" in summary["batch"]
+    from genovae.h5ad import read_h5ad
+
+    _, obs, _ = read_h5ad(r / "latent.h5ad")
+    assert isinstance(obs["batch"].dtype, pd.CategoricalDtype)
+    assert list(obs["batch"].cat.categories) == ["b1", "b2", "b3"]
 
     # apply_new: the new samples' batches come from their sample sheet
     matrix = pd.read_parquet(r / "data/matrix.parquet")
