@@ -40,6 +40,7 @@ from __future__ import annotations
 import inspect
 import logging
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
@@ -49,9 +50,12 @@ log = logging.getLogger(__name__)
 
 ACCOUNTANT = "rdp"
 EPSILON_TOLERANCE = 0.01
-#: RDP orders searched for the epsilon spent: Opacus's default orders end at 63, where the optimum of
-#: few-step or low-noise runs can sit (Opacus warns); up to 255 the epsilon is tight (never larger)
-ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))
+#: RDP orders searched for the epsilon, both when the noise is calibrated and when the epsilon spent is
+#: reported: Opacus's default orders end at 63, where the optimum of few-step or low-noise runs can sit
+#: (Opacus warns, and the epsilon is looser than it need be); the orders go on geometrically to 10^4
+ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256)) + [
+    float(a) for a in np.unique(np.round(np.geomspace(256, 10_000, 40)))[1:]
+]
 
 
 # ---------------------------------------------------------------- accounting
@@ -67,19 +71,26 @@ def steps_per_epoch(n_train, batch_size):
 
 def noise_multiplier(epsilon, delta, rate, steps):
     """Opacus's noise multiplier that spends at most (epsilon, delta) in ``steps`` steps at ``rate``."""
+    import warnings
+
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=float(epsilon),
-                target_delta=float(delta),
-                sample_rate=float(rate),
-                steps=int(steps),
-                accountant=ACCOUNTANT,
-                epsilon_tolerance=EPSILON_TOLERANCE,
+        # the bisection tries noise levels far from the answer, whose optimal order lies outside any
+        # range (Opacus warns about each): the epsilon of the answer is reported with ALPHAS, warnings on
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the")
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=float(epsilon),
+                    target_delta=float(delta),
+                    sample_rate=float(rate),
+                    steps=int(steps),
+                    accountant=ACCOUNTANT,
+                    epsilon_tolerance=EPSILON_TOLERANCE,
+                    alphas=ALPHAS,
+                )
             )
-        )
     except ValueError as exc:  # "The privacy budget is too low."
         raise ConfigError(
             "privacy.dp.epsilon", f"epsilon {epsilon:g} cannot be reached with delta {delta:g} in {steps} steps ({exc})"
