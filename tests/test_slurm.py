@@ -9,7 +9,9 @@ workflow with tiny settings and the GPU switch on through
 and checks that every job of every rule was a SLURM job that COMPLETED (both training rounds
 of the retrain loop separately), that training was allocated ``gres/gpu=1`` and fell back to
 the CPU (no device behind the fake GPU) and said so, and that the results are byte-identical to
-a local run (``--workflow-profile profiles/local``) of the same config. Then it stops the cluster.
+a local run (``--workflow-profile profiles/local``) of the same config. A second test cancels a
+training job mid-run (``scancel``) and checks that the shipped profile retries it and that training
+resumes from its checkpoint with the weights of an uninterrupted run. Then it stops the cluster.
 
 Starting the cluster needs root, apt-get and Debian's Slurm packages (~25 s the first time).
 When it cannot start, the test fails with the reason under CI (``CI=true``) and is skipped
@@ -299,6 +301,83 @@ def test_demo_runs_on_slurm_like_locally(local_run, slurm_cluster, tmp_path):
     # and the local run ran with the device it had (no fake GPU there)
     local_summary = json.loads((local_results / "summary.json").read_text())
     assert local_summary["rounds_run"] == 2
+
+
+def long_training_config():
+    """A simulated cohort whose one training round runs long enough (tens of seconds) to be cancelled
+    mid-way, checkpointing every 5 epochs; no early stopping."""
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["simulate"].update(n_samples=300, n_genes=1500)
+    cfg["preprocess"]["n_top_genes"] = 1000
+    cfg["model"]["hidden"] = [128]
+    cfg["train"].update(epochs=150, patience=1000, checkpoint_every=5, threads=1)
+    cfg["retrain"]["max_rounds"] = 1
+    return cfg
+
+
+def running_train_job():
+    """The SLURM job id of a RUNNING train job (its comment names the rule), or None."""
+    out = subprocess.run(["squeue", "--noheader", "--states=RUNNING", "--format=%i|%k"],
+                         capture_output=True, text=True, timeout=30).stdout
+    for line in out.splitlines():
+        jobid, _, comment = line.partition("|")
+        if comment.startswith("rule_train_"):
+            return jobid.strip()
+    return None
+
+
+def checkpoint_epoch(path):
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)["epoch"]
+    except Exception:
+        return 0
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_a_cancelled_training_job_is_retried_and_resumes(slurm_cluster, tmp_path):
+    """scancel of a training job mid-run: the shipped profile sees the cancel at its next status
+    poll, resubmits the job (a retry) and training resumes from its checkpoint, ending with the
+    weights of an uninterrupted run."""
+    import torch
+
+    target = f"results/{TINY_CONFIG['run']}/rounds/1/model.pt"
+    ref = copy_workflow(tmp_path / "ref")
+    write_config(ref, long_training_config())
+    run_snakemake(ref, target)
+    wd = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "profiles", wd / "profiles")
+    write_config(wd, long_training_config())
+    since = (dt.datetime.now() - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    cmd = [sys.executable, "-m", "snakemake", target, "--executor", "slurm", "--jobs", "2",
+           "--workflow-profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "5",
+           "--retries", "1"]
+    run = Bounded(cmd, wd, wd / "snakemake.log", 420, snakemake_env())
+    ckpt = wd / f"results/{TINY_CONFIG['run']}/rounds/1/train_checkpoint.pt"
+    cancelled = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        if ckpt.exists() and checkpoint_epoch(ckpt) >= 10:
+            cancelled = running_train_job()
+            if cancelled:
+                subprocess.run(["scancel", cancelled], check=True, timeout=30)
+                break
+        time.sleep(0.5)
+    rc, timed_out, log = run.finish()
+    jobs, table = sacct_jobs(since)
+    context = f"\n--- sacct (since {since}) ---\n{table}\n--- snakemake log (tail) ---\n{log[-6000:]}"
+    assert cancelled, f"no running train job with a checkpoint to cancel{context}"
+    assert not timed_out and rc == 0, f"the run did not recover from the cancel (rc {rc}){context}"
+    train = [j for j in jobs if j["rule"] == "train"]
+    assert [j["state"].split()[0] for j in train] == ["CANCELLED", "COMPLETED"], context
+    assert train[0]["id"] == cancelled, context
+    train_log = (wd / f"results/{TINY_CONFIG['run']}/logs/train/round_1.log").read_text()
+    assert "resumed from checkpoint" in train_log, train_log[-3000:]
+    a = torch.load(ref / target, weights_only=True)["state_dict"]
+    b = torch.load(wd / target, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed round's weights differ"
 
 
 # ------------------------------------------------------------ without a cluster
