@@ -525,15 +525,74 @@ def _khan_cohort(workdir, n=40):
     return list(expr.index)
 
 
+def _readable(path):
+    """What a reader of ``path`` sees, as bytes: its raw bytes plus, decoded as a reader would,
+    the text inside compressed containers (Parquet pages, gzip, the report's base64 data URIs and
+    the zip archives they hold, HDF5 string datasets and attributes of .h5ad, a torch pickle)."""
+    import base64
+    import io as _io
+    import zipfile
+
+    path = Path(path)
+    raw = path.read_bytes()
+    parts = [raw]
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        parts.append("\n".join(map(str, [*df.index, *df.columns])).encode())
+        for col in df.columns:
+            if df[col].dtype == object:
+                parts.append("\n".join(map(str, df[col])).encode())
+    elif path.suffix == ".gz":
+        parts.append(gzip.decompress(raw))
+    elif path.suffix in (".h5ad", ".h5"):
+        import h5py
+
+        def visit(_, obj):
+            for v in obj.attrs.values():
+                parts.append(str(v).encode())
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "OSU":
+                parts.append("\n".join(str(v) for v in np.ravel(obj[()])).encode())
+
+        with h5py.File(path, "r") as fh:
+            fh.visititems(visit)
+    elif path.suffix == ".pt":
+        import torch
+
+        parts.append(repr(torch.load(path, map_location="cpu", weights_only=True)).encode())
+    elif path.suffix == ".html":
+        for blob in re.findall(rb"base64,([A-Za-z0-9+/=]+)", raw):
+            data = base64.b64decode(blob + b"=" * (-len(blob) % 4))
+            parts.append(data)
+            if data[:2] == b"PK":
+                with zipfile.ZipFile(_io.BytesIO(data)) as z:
+                    parts += [z.read(n) for n in z.namelist()]
+    return b"\n".join(parts)
+
+
 def _scan(paths, needles):
-    """{file: [needles found]} over the bytes of every file (binary ones included)."""
+    """{file: [needles found]} in what a reader of each file sees (see :func:`_readable`)."""
     found = {}
     for path in paths:
-        data = Path(path).read_bytes()
+        data = _readable(path)
         hits = [n for n in needles if n.encode() in data]
         if hits:
             found[str(path)] = hits
     return found
+
+
+def test_the_privacy_scan_reads_inside_compressed_files(tmp_path):
+    """The scan finds an id that only a reader sees: in Parquet (compressed pages), gzip, .h5ad."""
+    ids = [f"PATIENT-{i:04d}" for i in range(40)]
+    df = pd.DataFrame({"x": np.arange(40.0)}, index=pd.Index(ids, name="sample_id"))
+    df.to_parquet(tmp_path / "t.parquet", compression="zstd")
+    with gzip.open(tmp_path / "t.tsv.gz", "wt") as fh:
+        fh.write("\n".join(ids))
+    from genovae.h5ad import write_h5ad
+
+    write_h5ad(tmp_path / "t.h5ad", X=np.zeros((40, 1)), obs=pd.DataFrame(index=ids), var=pd.DataFrame(index=["g"]))
+    for name in ("t.parquet", "t.tsv.gz", "t.h5ad"):
+        found = _scan([tmp_path / name], ids)
+        assert len(found.get(str(tmp_path / name), [])) == 40, (name, found)
 
 
 @pytest.mark.workflow
