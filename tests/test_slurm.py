@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_CONFIG, copy_workflow, run_snakemake, write_config
+from genovae import resources
 
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -404,7 +405,11 @@ def test_profiles_and_the_gpu_switch(tiny):
     # default: CPU only
     res = train_resources(tiny, "--workflow-profile", "profiles/local")
     assert res["gpu"] == "0" and "gpu_model" not in res
-    assert res["mem_mb"] == "2000" and res["runtime"] == "60"
+    # sized from the cohort (genovae.resources), not the profile's flat default
+    sim, top = TINY_CONFIG["simulate"], TINY_CONFIG["preprocess"]["n_top_genes"]
+    shape = (sim["n_samples"], sim["n_genes"])
+    assert res["mem_mb"] == str(resources.mem_mb("train", shape, top))
+    assert res["runtime"] == str(resources.runtime_min("train", shape, top))
     # the switch: one GPU (of a given type) for training, and nothing else asks for one
     on = ("--config", "resources={gpu: true, gpu_model: a100}")
     res = train_resources(tiny, "--workflow-profile", "profiles/local", *on)
@@ -420,7 +425,9 @@ def test_slurm_profile_requests(tiny):
     shutil.copytree(REPO / "profiles", tiny / "profiles")
     on = ("--config", "resources={gpu: true, gpu_model: a100}")
     res = train_resources(tiny, "--workflow-profile", "profiles/slurm", *on)
-    assert res["gpu"] == "1" and res["mem_mb"] == "8000" and res["runtime"] == "240"
+    sim, top = TINY_CONFIG["simulate"], TINY_CONFIG["preprocess"]["n_top_genes"]
+    assert res["mem_mb"] == str(resources.mem_mb("train", (sim["n_samples"], sim["n_genes"]), top))
+    assert res["gpu"] == "1" and res["runtime"] == "240"  # the profile's training time
     assert res["cpus_per_task"] == str(TINY_THREADS)
     # cpus_per_task follows train.threads (not a constant that happens to equal it); the test's
     # `--cores 2` caps threads at 2 even for remote jobs, so 2 is the value that tells them apart

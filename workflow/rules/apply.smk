@@ -22,6 +22,9 @@ rule latent:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("latent"),
+        runtime=job_runtime("latent"),
     script:
         "../scripts/latent.py"
 
@@ -45,6 +48,9 @@ rule test_metrics:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("test_metrics"),
+        runtime=job_runtime("test_metrics"),
     params:
         labels=S.label_params(),
     script:
@@ -68,6 +74,9 @@ rule risk_genes:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("risk_genes"),
+        runtime=job_runtime("risk_genes"),
     params:
         risk=S.risk_params(),
     script:
@@ -91,6 +100,9 @@ rule risk_table:
         f"{R}/benchmarks/risk_table.tsv"
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=job_mem_mb("risk_table"),
+        runtime=job_runtime("risk_table"),
     script:
         "../scripts/risk_table.py"
 
@@ -120,6 +132,9 @@ rule predict:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("predict"),
+        runtime=job_runtime("predict"),
     params:
         predict=S.predict_params(),
     script:
@@ -145,6 +160,9 @@ rule loadings:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("loadings"),
+        runtime=job_runtime("loadings"),
     params:
         loadings=S.loadings_params(),
     script:

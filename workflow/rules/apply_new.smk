@@ -19,6 +19,9 @@ rule apply_new:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("apply_new"),
+        runtime=job_runtime("apply_new"),
     params:
         new_data=new_data_params,
     script:

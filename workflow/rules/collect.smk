@@ -14,6 +14,9 @@ if SIMULATE:
             f"{R}/benchmarks/simulate.tsv"
         conda:
             "../../envs/data.yaml"
+        resources:
+            mem_mb=job_mem_mb("simulate"),
+            runtime=job_runtime("simulate"),
         params:
             collect=S.collect_params(),
         script:
@@ -36,6 +39,9 @@ else:
             f"{R}/benchmarks/collect.tsv"
         conda:
             "../../envs/data.yaml"
+        resources:
+            mem_mb=job_mem_mb("collect"),
+            runtime=job_runtime("collect"),
         params:
             collect=S.collect_params(),
         script:

@@ -256,6 +256,42 @@ def train_gpu_model():
     return res.gpu_model if res.gpu and res.gpu_model else None
 
 
+def cohort_shape():
+    """(samples, genes) of the cohort for the memory and time requests (genovae.resources):
+    collect's manifest once it exists, else the simulate settings or the expression file's size."""
+    from genovae.resources import estimated_shape
+
+    path = Path(on_disk(f"{R}/data/manifest.json"))
+    manifest = None
+    if path.is_file():
+        with open(path) as fh:
+            manifest = json.load(fh)
+    simulate = S.simulate.asdict() if S.simulate_source else None
+    expression = S.data.expression if not S.simulate_source else None
+    return estimated_shape(manifest, simulate, expression)
+
+
+def job_mem_mb(rule):
+    """The memory request of a job of ``rule`` (MB; attempt n asks n times), from measured peaks
+    scaled with the cohort (genovae.resources). Never a param: it changes no result."""
+    from genovae.resources import mem_mb
+
+    def request(wildcards, attempt):
+        return mem_mb(rule, cohort_shape(), S.preprocess.n_top_genes, attempt)
+
+    return request
+
+
+def job_runtime(rule):
+    """The time request of a job of ``rule`` (minutes; attempt n asks n times)."""
+    from genovae.resources import runtime_min
+
+    def request(wildcards, attempt):
+        return runtime_min(rule, cohort_shape(), S.preprocess.n_top_genes, attempt)
+
+    return request
+
+
 # ------------------------------------------------------------ new cohort
 NEW = S.new_data.name
 

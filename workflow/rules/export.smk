@@ -27,6 +27,9 @@ rule export_h5ad:
         f"{R}/benchmarks/export_h5ad.tsv"
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=job_mem_mb("export_h5ad"),
+        runtime=job_runtime("export_h5ad"),
     params:
         run=S.run,
         condition=S.analysis.condition,

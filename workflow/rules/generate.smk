@@ -28,6 +28,9 @@ rule generate:
     conda:
         "../../envs/model.yaml"
     threads: S.train.threads
+    resources:
+        mem_mb=job_mem_mb("generate"),
+        runtime=job_runtime("generate"),
     params:
         generate=S.generate_params(),
     script:

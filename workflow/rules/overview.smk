@@ -39,5 +39,8 @@ rule overview:
         f"{R}/benchmarks/overview.tsv"
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=job_mem_mb("overview"),
+        runtime=job_runtime("overview"),
     script:
         "../scripts/overview.py"

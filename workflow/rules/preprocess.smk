@@ -13,6 +13,9 @@ checkpoint preprocess:
         f"{R}/benchmarks/preprocess.tsv"
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=job_mem_mb("preprocess"),
+        runtime=job_runtime("preprocess"),
     params:
         preprocess=S.preprocess_params(),
     script:

@@ -40,6 +40,9 @@ rule plots:
         f"{R}/benchmarks/plots.tsv"
     conda:
         "../../envs/report.yaml"
+    resources:
+        mem_mb=job_mem_mb("plots"),
+        runtime=job_runtime("plots"),
     params:
         plots=S.plots.asdict(),
         labels=S.label_params(),
@@ -73,6 +76,9 @@ rule summarize:
         f"{R}/benchmarks/summarize.tsv"
     conda:
         "../../envs/model.yaml"
+    resources:
+        mem_mb=job_mem_mb("summarize"),
+        runtime=job_runtime("summarize"),
     params:
         run=S.run,
         latent_dim=S.model.latent_dim,
@@ -100,6 +106,9 @@ rule provenance:
         f"{R}/benchmarks/provenance.tsv"
     conda:
         "../../envs/model.yaml"
+    resources:
+        mem_mb=job_mem_mb("provenance"),
+        runtime=job_runtime("provenance"),
     params:
         config=config,
         log_dir=on_disk(f"{R}/logs"),

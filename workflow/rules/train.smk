@@ -23,6 +23,8 @@ rule train:
         "../../envs/model.yaml"
     threads: S.train.threads
     resources:
+        mem_mb=job_mem_mb("train"),
+        runtime=job_runtime("train"),
         gpu=train_gpus(),
         gpu_model=train_gpu_model(),
     params:
@@ -50,6 +52,9 @@ rule evaluate:
         round=r"\d+",
     conda:
         "../../envs/model.yaml"
+    resources:
+        mem_mb=job_mem_mb("evaluate"),
+        runtime=job_runtime("evaluate"),
     params:
         labels=S.label_params(),
     script:
@@ -70,6 +75,9 @@ checkpoint decide:
         round=r"\d+",
     conda:
         "../../envs/model.yaml"
+    resources:
+        mem_mb=job_mem_mb("decide"),
+        runtime=job_runtime("decide"),
     params:
         **S.dp_decide_params(),
         decide=S.decide_params(),
@@ -97,6 +105,9 @@ rule select_model:
         f"{R}/benchmarks/select_model.tsv"
     conda:
         "../../envs/model.yaml"
+    resources:
+        mem_mb=job_mem_mb("select_model"),
+        runtime=job_runtime("select_model"),
     params:
         decide=S.decide_params(),
         max_rounds=S.retrain.max_rounds,

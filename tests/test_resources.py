@@ -1,0 +1,60 @@
+"""Memory and time requests sized from measurements (genovae.resources), not flat."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO
+from genovae import resources as res
+
+SCALE = REPO / "benchmarks" / "runs" / "bench_scale.json"
+#: bench_scale.json predates the apply split: apply_model is now latent, test_metrics, risk_genes
+RENAMED = {"apply_model": ["latent", "test_metrics", "risk_genes"]}
+
+
+def test_requests_cover_every_measured_peak_of_a_tcga_sized_run():
+    run = json.loads(SCALE.read_text())
+    shape = (run["input"]["samples"], run["input"]["genes"])
+    modelled = 10_000  # that run's preprocess.n_top_genes
+    checked = 0
+    for job in run["jobs"]:
+        for rule in RENAMED.get(job["rule"], [job["rule"]]):
+            request = res.mem_mb(rule, shape, modelled)
+            assert request >= job["peak_rss_mb"], (rule, request, job["peak_rss_mb"])
+            # and not the flat 4-8 GB of before for jobs that need a tenth of it
+            assert request <= max(4 * job["peak_rss_mb"], 2 * res.LIGHT_MB), (rule, request, job["peak_rss_mb"])
+            checked += 1
+    assert checked >= 12
+
+
+def test_requests_grow_with_the_cohort_and_the_attempt():
+    small, large = (80, 2_000), (20_000, 30_000)
+    for rule in res.MEMORY:
+        assert res.mem_mb(rule, large, 2_000) > res.mem_mb(rule, small, 2_000)
+        assert res.runtime_min(rule, large, 2_000) > res.runtime_min(rule, small, 2_000)
+        assert res.mem_mb(rule, small, 2_000, attempt=2) == 2 * res.mem_mb(rule, small, 2_000)
+    # light rules: flat, whatever the cohort
+    assert res.mem_mb("decide", large) == res.mem_mb("decide", small) == res.LIGHT_MB
+    assert res.runtime_min("summarize", large, attempt=3) == 3 * res.LIGHT_MINUTES
+    # model rules hold the modelled genes only
+    assert res.mem_mb("latent", large, 2_000) < res.mem_mb("latent", large, 30_000)
+    assert res.mem_mb("collect", large, 2_000) == res.mem_mb("collect", large, 30_000)
+
+
+def test_the_cohort_size_before_collect(tmp_path):
+    assert res.estimated_shape({"shape_after": [83, 2308]}, None, None) == (83, 2308)
+    assert res.estimated_shape(None, {"n_samples": 60, "n_genes": 120}, None) == (60, 120)
+    f = tmp_path / "x.tsv"
+    f.write_bytes(b"0" * 9_000_000)
+    n, g = res.estimated_shape(None, None, str(f))
+    assert n * g == 1_000_000 and g == 1  # every gene counted as modelled: the safe side
+    assert res.estimated_shape(None, None, "https://example.org/x.tsv") is None
+    assert res.mem_mb("train", None) == res.UNKNOWN_MB
+
+
+@pytest.mark.parametrize("rule", sorted(res.MEMORY))
+def test_every_sized_rule_is_a_rule_of_the_workflow(rule):
+    text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    assert f'job_mem_mb("{rule}")' in text
