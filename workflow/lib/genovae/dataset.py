@@ -74,20 +74,12 @@ def one_hot(frame, spec, where):
     InputError naming ``where`` (a model cannot condition on a batch it never saw).
     """
     from .errors import InputError
+    from .preprocess import covariate_values
 
     blocks = []
     for item in spec:
         col, levels = item["column"], item["levels"]
-        if col not in frame.columns:
-            raise InputError(where, f"has no column {col!r}: the model is conditioned on it (analysis.batch)")
-        values = pd.Series(frame[col], dtype=object)
-        blank = values.isna() | (values.astype(str).str.strip() == "")
-        if blank.any():
-            raise InputError(
-                where, f"column {col!r} (analysis.batch) is empty for {int(blank.sum())} sample(s), "
-                f"e.g. {list(frame.index[blank.to_numpy()][:5])}"
-            )
-        values = values.astype(str)
+        values = covariate_values(frame, col, where)
         unknown = sorted(set(values) - set(levels))
         if unknown:
             raise InputError(

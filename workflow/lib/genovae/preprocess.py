@@ -76,6 +76,21 @@ def stratified_split(labels, fractions, seed, small_to_train=False):
     return out
 
 
+def covariate_values(frame, col, where):
+    """Column ``col`` (analysis.batch) of ``frame`` as text; a missing column or a blank value is an
+    InputError naming ``where`` (the split here; the model's one-hot columns in genovae.dataset)."""
+    if col not in frame.columns:
+        raise InputError(where, f"has no column {col!r} (analysis.batch); columns: {list(frame.columns)[:10]}")
+    values = pd.Series(frame[col], dtype=object)
+    blank = values.isna() | (values.astype(str).str.strip() == "")
+    if blank.any():
+        raise InputError(
+            where, f"column {col!r} (analysis.batch) is empty for {int(blank.sum())} sample(s), "
+            f"e.g. {list(frame.index[blank.to_numpy()][:5])}: give every sample its batch"
+        )
+    return values.astype(str)
+
+
 def split_with_batches(sheet, condition, batch, fractions, seed, where):
     """The split of :func:`stratified_split`, stratified by condition, and with ``batch`` columns
     (analysis.batch) by condition x batch: every batch is in train, so the model learns each
@@ -83,18 +98,9 @@ def split_with_batches(sheet, condition, batch, fractions, seed, where):
     condition must still reach every split (checked on the result)."""
     if not batch:
         return stratified_split(sheet[condition], fractions, seed)
-    for col in batch:
-        if col not in sheet.columns:
-            raise InputError(where, f"has no column {col!r} (analysis.batch); columns: {list(sheet.columns)[:10]}")
-        blank = sheet[col].isna() | (sheet[col].astype(str).str.strip() == "")
-        if blank.any():
-            raise InputError(
-                where, f"column {col!r} (analysis.batch) is empty for {int(blank.sum())} sample(s), "
-                f"e.g. {list(sheet.index[blank.to_numpy()][:5])}: give every sample its batch"
-            )
     cells = sheet[condition].astype(str)
     for col in batch:
-        cells = cells + "\x1f" + sheet[col].astype(str)
+        cells = cells + "\x1f" + covariate_values(sheet, col, where)
     out = stratified_split(cells, fractions, seed, small_to_train=True)
     for level, part in out.groupby(sheet[condition].astype(str).to_numpy()):
         for s in ("val", "test"):

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 
+#: rules that hold the modelled genes and load torch (train apart)
+MODEL_RULES = ("evaluate", "latent", "test_metrics", "risk_genes", "predict", "loadings", "generate", "apply_new")
 #: MB = base + ratio x float32 MB of the matrix the rule holds ("all": every collected gene;
 #: "modelled": the genes the model reads)
 MEMORY = {
@@ -32,14 +34,7 @@ MEMORY = {
     "export_h5ad": (150, 2.4, "all"),
     # a CUDA context alone costs 1-1.5 GB of host memory on a GPU node
     "train": (2000, 3.0, "modelled"),
-    "evaluate": (800, 3.0, "modelled"),
-    "latent": (800, 3.0, "modelled"),
-    "test_metrics": (800, 3.0, "modelled"),
-    "risk_genes": (800, 3.0, "modelled"),
-    "predict": (800, 3.0, "modelled"),
-    "loadings": (800, 3.0, "modelled"),
-    "generate": (800, 3.0, "modelled"),
-    "apply_new": (800, 3.0, "modelled"),
+    **{rule: (800, 3.0, "modelled") for rule in MODEL_RULES},
     "plots": (350, 1.5, "modelled"),
 }
 #: rules whose peak does not grow with the cohort (0.1-0.4 GB measured)
