@@ -125,6 +125,92 @@ def test_a_live_holder_of_the_round_lock_is_refused_with_its_pid(tmp_path):
         assert f"pid {__import__('os').getpid()} " in lock.read_text()
 
 
+def _fake_squeue(folder, states):
+    """An ``squeue`` on PATH that answers ``states`` one call after another (then the last again),
+    as squeue --format=%T does; an empty state is a job squeue no longer knows (rc 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "states").write_text("\n".join(states) + "\n")
+    script = folder / "squeue"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {folder}/calls\n'
+        f"n=$(wc -l < {folder}/calls)\n"
+        f"s=$(sed -n \"${{n}}p\" {folder}/states); [ -n \"$s\" ] || s=$(tail -n 1 {folder}/states)\n"
+        'if [ "$s" = gone ]; then echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; fi\n'
+        'echo "$s"\n')
+    script.chmod(0o755)
+    return folder / "calls"
+
+
+def test_an_orphaned_slurm_job_is_named_with_the_scancel_that_stops_it(tmp_path, monkeypatch):
+    """Two Ctrl-Cs or a killed Snakemake leave its SLURM job running: the rerun's job is refused and
+    the message is the exact scancel to type (the job, and every job of that run by its name)."""
+    import subprocess
+    import sys
+
+    from genovae.errors import InputError
+
+    lock = tmp_path / "rounds" / "2" / ".train.lock"
+    env = dict(__import__("os").environ, SLURM_JOB_ID="4242", SLURM_JOB_NAME="genovae_1f2e")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from genovae import io\n"
+        "with io.exclusive_lock(sys.argv[2], 'training round 2'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(io.Path(io.__file__).parent.parent), str(lock)],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError) as err:
+            with io.exclusive_lock(lock, "training round 2"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    text = str(err.value)
+    assert "training round 2 is already running" in text and "SLURM job 4242" in text
+    assert "`scancel 4242`" in text and "`scancel --name genovae_1f2e`" in text
+
+
+@pytest.mark.parametrize("states, refused", [
+    (["RUNNING"], True),  # alive on another node, whose flock this file system does not share
+    (["PENDING"], True),  # requeued, about to run again
+    (["COMPLETING", "gone"], False),  # ending: waited for, then free
+    (["gone"], False),  # squeue no longer knows it: ended long ago
+    (["CANCELLED"], False),  # squeue's MinJobAge window after the end
+])
+def test_a_lock_held_by_a_slurm_job_on_another_node_is_checked_with_squeue(tmp_path, monkeypatch, states, refused):
+    from genovae.errors import InputError
+
+    calls = _fake_squeue(tmp_path / "bin", states)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    lock = tmp_path / ".train.lock"
+    lock.write_text("pid 31337 on node-b17 since 2026-12-06 07:00:00, SLURM job 777 named genovae_abc")
+    if refused:
+        with pytest.raises(InputError, match=r"already running \(pid 31337 on node-b17.*`scancel 777`"):
+            with io.exclusive_lock(lock, "training round 1"):
+                pass
+        assert "node-b17" in lock.read_text()  # the record of the live holder is kept
+    else:
+        with io.exclusive_lock(lock, "training round 1"):
+            assert f"pid {__import__('os').getpid()} " in lock.read_text()
+    assert calls.read_text().split("\n")[0].split() == ["--noheader", "--jobs", "777", "--format=%T"]
+    assert len(calls.read_text().splitlines()) == len(states)
+
+
+def test_a_lock_left_on_this_host_is_settled_by_flock_alone(tmp_path, monkeypatch):
+    """On the holder's own host a free flock means the holder is gone, whatever squeue still says
+    (the retry of a cancelled job must not wait for squeue to forget it)."""
+    import socket
+
+    calls = _fake_squeue(tmp_path / "bin", ["RUNNING"])
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    lock = tmp_path / ".train.lock"
+    lock.write_text(f"pid 31337 on {socket.gethostname()} since 2026-12-06 07:00:00, SLURM job 777 named g")
+    with io.exclusive_lock(lock, "training round 1"):
+        pass
+    assert not calls.exists()
+
+
 def test_training_refuses_fewer_genes_than_latent_dimensions_before_it_starts(tmp_path):
     """Checked in the train step (a model setting must not rerun preprocessing), naming model.latent_dim."""
     import numpy as np

@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_CONFIG, copy_workflow, run_snakemake, write_config
-from genovae import resources
+from genovae import io, resources
 
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -304,14 +304,14 @@ def test_demo_runs_on_slurm_like_locally(local_run, slurm_cluster, tmp_path):
     assert local_summary["rounds_run"] == 2
 
 
-def long_training_config():
-    """A simulated cohort whose one training round runs long enough (tens of seconds) to be cancelled
-    mid-way, checkpointing every 5 epochs; no early stopping."""
+def long_training_config(epochs=150):
+    """A simulated cohort whose one training round runs long enough (150 epochs: ~10 s on an idle
+    machine) to be cancelled mid-way, checkpointing every 5 epochs; no early stopping."""
     cfg = json.loads(json.dumps(TINY_CONFIG))
     cfg["simulate"].update(n_samples=300, n_genes=1500)
     cfg["preprocess"]["n_top_genes"] = 1000
     cfg["model"]["hidden"] = [128]
-    cfg["train"].update(epochs=150, patience=1000, checkpoint_every=5, threads=1)
+    cfg["train"].update(epochs=epochs, patience=100000, checkpoint_every=5, threads=1)
     cfg["retrain"]["max_rounds"] = 1
     return cfg
 
@@ -379,6 +379,89 @@ def test_a_cancelled_training_job_is_retried_and_resumes(slurm_cluster, tmp_path
     a = torch.load(ref / target, weights_only=True)["state_dict"]
     b = torch.load(wd / target, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed round's weights differ"
+
+
+def files_mentioning(folders, text):
+    """Files under ``folders`` whose content contains ``text``."""
+    found = []
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            if path.is_file() and text in path.read_text(errors="replace"):
+                found.append(path)
+    return found
+
+
+def wait_for_train_checkpoint(run, ckpt, epoch, timeout):
+    """The id of the running train job once its checkpoint reached ``epoch``, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        if ckpt.exists() and checkpoint_epoch(ckpt) >= epoch:
+            job = running_train_job()
+            if job:
+                return job
+        time.sleep(0.5)
+    return None
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_an_orphaned_training_job_blocks_the_rerun_which_names_its_scancel(slurm_cluster, tmp_path):
+    """Snakemake killed (kill -9, a lost SSH session; or two Ctrl-Cs that interrupt the plugin's own
+    scancel) leaves its training job running. The rerun must not train that round beside it: its
+    job is refused with the exact scancel to type, and the orphan trains on undisturbed. After the
+    scancel, the same command resumes the round from the orphan's checkpoint."""
+    wd = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "profiles", wd / "profiles")
+    # ~10 min of epochs: the orphan is still training whatever the machine's load (it is cancelled)
+    write_config(wd, long_training_config(epochs=20000))
+    run_dir = wd / "results" / TINY_CONFIG["run"]
+    target = f"results/{TINY_CONFIG['run']}/rounds/1/model.pt"
+    cmd = [sys.executable, "-m", "snakemake", target, "--executor", "slurm", "--jobs", "2",
+           "--workflow-profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "5",
+           "--retries", "0"]
+    ckpt = run_dir / "rounds/1/train_checkpoint.pt"
+    first = Bounded(cmd, wd, wd / "first.log", 300, snakemake_env())
+    orphan = wait_for_train_checkpoint(first, ckpt, 5, 240)
+    os.kill(first.proc.pid, signal.SIGKILL)  # Snakemake alone: its SLURM job lives on
+    first.proc.wait()
+    run_id = next((ln.split(": ")[1] for ln in (wd / "first.log").read_text().splitlines()
+                   if ln.startswith("SLURM run ID: ")), None)
+    try:
+        assert orphan, f"no running train job to orphan:\n{(wd / 'first.log').read_text()[-4000:]}"
+        assert io_state(orphan) == "RUNNING"
+        subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--cores", "1"], cwd=wd, check=True,
+                       capture_output=True, timeout=120, env=snakemake_env())
+        rc, timed_out, log = run_with_sigint(cmd, wd, wd / "rerun.log", 240, snakemake_env())
+        assert not timed_out and rc != 0, f"the rerun trained beside the orphan (rc {rc}):\n{log[-4000:]}"
+        train_log = (run_dir / "logs/train/round_1.log").read_text()
+        assert "training round 1 is already running" in train_log, f"{train_log[-3000:]}\n{log[-3000:]}"
+        assert f"`scancel {orphan}`" in train_log and f"`scancel --name {run_id}`" in train_log, train_log[-3000:]
+        # the orphan was left alone: still running, its checkpoint still moving on
+        assert io_state(orphan) == "RUNNING"
+        epoch = checkpoint_epoch(ckpt)
+        time.sleep(3)
+        assert checkpoint_epoch(ckpt) > epoch > 5
+    finally:
+        subprocess.run(["scancel", orphan or "0"], timeout=30)
+    deadline = time.monotonic() + 60
+    while io_state(orphan) in io.SLURM_LIVE_STATES and time.monotonic() < deadline:
+        time.sleep(1)
+    # after the scancel the same command trains the round: from the orphan's checkpoint
+    last = Bounded(cmd, wd, wd / "last.log", 240, snakemake_env())
+    train_log = run_dir / "logs/train/round_1.log"
+    while last.proc.poll() is None and time.monotonic() < last.deadline:
+        if train_log.exists() and "resumed from checkpoint" in train_log.read_text():
+            break
+        time.sleep(1)
+    last.deadline = time.monotonic()  # no need to train 20,000 epochs: stop it (Ctrl-C cancels the job)
+    rc, _, log = last.finish()
+    assert "resumed from checkpoint" in train_log.read_text(), f"{train_log.read_text()[-3000:]}\n{log[-3000:]}"
+    assert not any(io_state(j["id"]) in io.SLURM_LIVE_STATES for j in sacct_jobs("now-1hours")[0]), \
+        "one Ctrl-C left a job running"
+
+
+def io_state(job):
+    return io.slurm_job_state(job)
 
 
 # ------------------------------------------------------------ without a cluster

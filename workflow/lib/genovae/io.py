@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -223,37 +224,111 @@ def read_risk(path, na="empty"):
 
 
 # ---------------------------------------------------------------- writing
+#: SLURM job states (squeue's %T) of a job that is queued, running or still ending
+SLURM_LIVE_STATES = frozenset({
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
+    "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+})
+_HOLDER = re.compile(r"pid (?P<pid>[0-9]+) on (?P<host>\S+) since (?P<since>[^,]+)"
+                     r"(?:, SLURM job (?P<job>[0-9_]+) named (?P<name>\S+))?")
+
+
+def _lock_holder():
+    """The line a lock's file keeps about its holder: pid, host, start time and, in a SLURM job,
+    the job's id and name (the plugin names every job of one Snakemake run alike)."""
+    text = (f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}")
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        # inside a job step (srun) SLURM_JOB_NAME is the step's command; squeue knows the job's name
+        text += f", SLURM job {job} named {slurm_job_field(job, '%j') or os.environ.get('SLURM_JOB_NAME') or '?'}"
+    return text
+
+
+def slurm_job_field(job_id, field, timeout=30):
+    """One squeue field (e.g. ``%T``, the state) of SLURM job ``job_id``; None when squeue is not
+    here, does not answer or no longer knows the job (it has ended)."""
+    import subprocess
+
+    if not shutil.which("squeue"):
+        return None
+    try:
+        proc = subprocess.run(["squeue", "--noheader", "--jobs", str(job_id), f"--format={field}"],
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = proc.stdout.split()
+    return words[0] if proc.returncode == 0 and words else None
+
+
+def slurm_job_state(job_id):
+    """squeue's state of SLURM job ``job_id`` (e.g. ``RUNNING``); None once squeue no longer knows it."""
+    return slurm_job_field(job_id, "%T")
+
+
+def _still_running_elsewhere(holder, wait_s=60.0):
+    """True if the lock's last holder ran on another host as a SLURM job that squeue still shows
+    alive. ``flock`` settles it on one host; across hosts some network file systems do not share
+    it, so the job's state is asked (a job still ending, COMPLETING, is given ``wait_s`` seconds)."""
+    m = _HOLDER.match(holder)
+    if not m or not m.group("job") or m.group("host") == socket.gethostname():
+        return False
+    if m.group("job") == os.environ.get("SLURM_JOB_ID"):  # this job itself, requeued
+        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = slurm_job_state(m.group("job"))
+        if state != "COMPLETING" or time.monotonic() > deadline:
+            return state in SLURM_LIVE_STATES
+        time.sleep(2)
+
+
+def _how_to_stop(holder):
+    """The command that stops a lock's holder, as the user types it."""
+    m = _HOLDER.match(holder)
+    if not m:
+        return "stop that process"
+    if m.group("job"):
+        return (f"cancel it with `scancel {m.group('job')}` (every job of that run: "
+                f"`scancel --name {m.group('name')}`)")
+    return f"stop it with `kill {m.group('pid')}` on {m.group('host')}"
+
+
 @contextlib.contextmanager
 def exclusive_lock(path, what):
     """Hold an exclusive lock on ``path`` while ``what`` runs; refuse at once if a live process holds it.
 
     The lock (``flock``) dies with its process, so only a job that is really still running blocks:
-    e.g. the training job of a Snakemake that was killed with ``kill -9`` (its jobs live on) while a
-    rerun starts the same round. The file keeps the holder's pid, host and start time for the message.
-    ``flock`` is per host on some network file systems: across nodes it may not see the other holder.
+    e.g. the training job of a Snakemake that was killed with ``kill -9`` or interrupted twice (its
+    jobs live on) while a rerun starts the same round. The file keeps the holder's pid, host, start
+    time and SLURM job, for the message, which says what to type to stop it. ``flock`` is per host on
+    some network file systems, so a holder on another host that was a SLURM job is also looked up with
+    ``squeue``: while that job is alive, the lock is refused too.
     """
     import fcntl
-    import socket
-    import time as _time
-
-    from .errors import InputError
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
+
+    def refuse(holder):
+        return InputError(path, f"{what} is already running ({holder}): an earlier run left it going (e.g. "
+                                f"Snakemake was killed or interrupted twice; its job was not). Wait for it to "
+                                f"end or {_how_to_stop(holder)}, then run again")
+
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise InputError(path, f"{what} is already running ({holder}): an earlier run left it going (e.g. "
-                                   "Snakemake was killed, its job was not). Wait for it to end or stop that "
-                                   "process, then run again") from None
+            raise refuse(fh.read().strip() or "another process") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        if previous and _still_running_elsewhere(previous):
+            raise refuse(previous)
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{_time.strftime('%Y-%m-%d %H:%M:%S', _time.localtime())}")
+        fh.write(_lock_holder())
         fh.flush()
         yield
     finally:
