@@ -645,11 +645,9 @@ def collect_from_server(workdir, handler, runs=1):
 @pytest.mark.workflow
 def test_workflow_redirect_to_a_local_file_is_refused(workdir):
     (proc,) = collect_from_server(workdir, Redirect)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    text = assert_user_error(proc, "redirects to 'file:///etc/passwd': only http(s) redirects are followed")
     assert "root:" not in text  # nothing of the local file is read or shown
-    # requests refuses the scheme; the message is Snakemake's HTTP plugin's (with its traceback: not genovae code)
-    assert "No connection adapters were found for 'file:///etc/passwd'" in text
+    assert "Traceback" not in text  # genovae asks the server first: the plugin never meets the redirect
     assert not (workdir / "results" / "tiny" / "data").exists()
     assert not list(workdir.glob(".snakemake/storage/http/**/expr.tsv"))
 
@@ -680,5 +678,46 @@ def test_workflow_truncated_download_is_refused(workdir):
         text = proc.stdout + proc.stderr
         assert proc.returncode != 0
         assert "IncompleteRead" in text, text[-3000:]
+        assert "Traceback" not in text
     assert not (workdir / "results" / "tiny" / "data").exists()
+
+
+class LengthOnlyOnHead(Truncated):
+    """Declares 100,000 bytes when asked (HEAD), then sends 173 bytes of whole rows without a length."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"sample_id\tg1\n" + b"s01\t1.0\n" * 20)
+        self.wfile.flush()
+        self.close_connection = True
+
+
+class NoLength(LengthOnlyOnHead):
+    """Declares no length at all: a copy cut short cannot be told from the whole file."""
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.end_headers()
+
+
+@pytest.mark.workflow
+def test_workflow_download_cut_short_without_a_length_in_the_transfer_is_refused(workdir):
+    """The transfer ends cleanly (no Content-Length to betray it); the server's HEAD said 100,000 bytes."""
+    procs = collect_from_server(workdir, LengthOnlyOnHead, runs=2)
+    for proc in procs:  # refused, and the copy deleted: the second run downloads again and refuses again
+        text = assert_user_error(proc, "the download is 173 bytes but the server declared 100,000: it was cut short")
+        assert "Traceback" not in text
+    assert not (workdir / "results" / "tiny" / "data").exists()
+    assert not list(workdir.glob(".snakemake/storage/http/**/expr.tsv"))
+
+
+@pytest.mark.workflow
+def test_workflow_download_from_a_server_without_lengths_needs_a_checksum(workdir):
+    (proc,) = collect_from_server(workdir, NoLength)
+    text = assert_user_error(proc, "the server declares no length, so a download cut short could not be told",
+                             "set data.sha256.expression")
+    assert "Traceback" not in text
+    assert not (workdir / "results").exists()
+    assert not list(workdir.glob(".snakemake/storage/http/**/expr.tsv"))  # refused before the download
 

@@ -23,7 +23,7 @@ from genovae.io import read_split  # noqa: E402
 from genovae.loop import continues_after  # noqa: E402
 from genovae.risk import contrast_names  # noqa: E402
 from genovae.settings import load_settings  # noqa: E402
-from genovae.sources import is_url  # noqa: E402
+from genovae.sources import download_sizes, expected_sha256, is_url, probe  # noqa: E402
 
 GENOVAE_DIR = (
     Path(GENOVAE_RULES.get_path_or_uri(secret_free=True)).parents[1]
@@ -236,9 +236,58 @@ def new_data_params(wildcards):
     select_model or training (e.g. after a threshold change), it applies what the run
     selected. The model's checksum makes apply_new rerun when the run's model changes.
     """
-    return S.new_data_params(
+    params = S.new_data_params(
         on_disk(f"{R}/model/model.pt"), on_disk(f"{R}/preprocess/transform.json")
     )
+    try:
+        return with_download_sizes(params)
+    except GenovaeError as exc:
+        raise WorkflowError(f"genovae: {exc}") from None
+
+
+def collect_params():
+    """Rule collect's params; its http(s) inputs are asked for once, when the Snakefile is read."""
+    return COLLECT_PARAMS
+
+
+def with_download_sizes(params):
+    """Params plus, when inputs are http(s) URLs, the byte length each server declares.
+
+    The job compares its downloaded copy with it, so a download cut short is refused; a server
+    that declares no length needs data.sha256 (genovae.sources.download_sizes). Without URLs the
+    params are unchanged.
+    """
+    origins = params.get("origins") or {}
+    if not any(is_url(v) for v in origins.values()):
+        return params
+    sizes = download_sizes(origins, expected_sha256(params.get("sha256")), probe=probe_download)
+    return dict(params, download_sizes=sizes)
+
+
+def probe_download(url):
+    """What the server says about url (genovae.sources.probe), asked once per URL.
+
+    Asked when the Snakefile is read, before Snakemake's HTTP plugin downloads anything: a
+    redirect to a non-http(s) target, an unreachable server or an HTTP error stop the run with
+    one line. A cluster job asks again only as a hint (None on a fault): its node may have no
+    network.
+    """
+    if url not in _PROBED:
+        try:
+            _PROBED[url] = probe(url)
+        except GenovaeError:
+            if workflow.is_main_process:
+                raise
+            _PROBED[url] = None
+    return _PROBED[url]
+
+
+_PROBED = {}
+# before Snakemake's HTTP plugin meets a URL of data: (or of new_data:, when apply_new is asked for)
+try:
+    COLLECT_PARAMS = with_download_sizes(S.collect_params())
+except GenovaeError as exc:
+    raise WorkflowError(f"genovae: {exc}") from None
 
 
 # -------------------------------------------------------------- resources

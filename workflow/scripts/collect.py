@@ -25,6 +25,7 @@ def step(sm, _log):
         layer=p["layer"],
         sha256=p["sha256"],
         origins=p["origins"],
+        download_sizes=p.get("download_sizes"),
         privacy=p.get("privacy"),
         intensity_floor=p["intensity_floor"],
         intensity_ceiling=p["intensity_ceiling"],

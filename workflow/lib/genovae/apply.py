@@ -208,6 +208,7 @@ def apply_new_data(
     layer=None,
     sha256=None,
     origins=None,
+    download_sizes=None,
     model_sha256=None,
     out_latent,
     out_errors,
@@ -251,7 +252,7 @@ def apply_new_data(
     files = {"expression": expression, "samples": samples}
     raw, sheet, sheet_path, source, fmt, notes, expected = read_inputs(
         files, orientation=orientation, value_type=t.value_type, format=format, layer=layer, sha256=sha256,
-        origins=origins, section="new_data",
+        origins=origins, download_sizes=download_sizes, section="new_data",
     )
     check_values(raw, t.value_type, expression)
     missing = [g for g in t.genes if g not in raw.columns]

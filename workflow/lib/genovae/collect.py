@@ -178,6 +178,7 @@ def collect(
     layer=None,
     sha256=None,
     origins=None,
+    download_sizes=None,
     privacy=None,
     intensity_floor=1.0,
     intensity_ceiling=None,
@@ -190,7 +191,8 @@ def collect(
     a sample sheet (GEO, h5ad). ``sha256`` ({role: hex} or a hex string for the
     expression file) is checked before anything is read. ``origins`` ({role:
     URL or path as configured}) is recorded in the manifest; a downloaded copy
-    whose checksum does not match is deleted. ``privacy`` (the config's
+    whose checksum, or whose size against ``download_sizes`` ({role: bytes its
+    server declared}), does not match is deleted. ``privacy`` (the config's
     ``privacy`` section) with ``pseudonymize`` replaces every sample id by its
     keyed pseudonym right after the values are checked, before any warning,
     log message or output names a sample (see :mod:`genovae.pseudonym`).
@@ -200,7 +202,7 @@ def collect(
     files = {"expression": expression, "samples": samples, "genes": genes}
     raw, sheet, sheet_path, source, fmt, notes, expected = read_inputs(
         files, orientation=orientation, value_type=value_type, sample_id_column=sample_id_column,
-        format=format, layer=layer, sha256=sha256, origins=origins,
+        format=format, layer=layer, sha256=sha256, origins=origins, download_sizes=download_sizes,
     )
     shape_before = list(raw.shape)
     if sheet is None:
@@ -263,6 +265,7 @@ def read_inputs(
     layer=None,
     sha256=None,
     origins=None,
+    download_sizes=None,
     section="data",
 ):
     """Read an expression file (any format) and its sample sheet: what collect and apply_new share.
@@ -277,6 +280,9 @@ def read_inputs(
     origins = {k: v for k, v in (origins or {}).items() if v}
     notes = []
     expected = sources.expected_sha256(sha256)
+    for role, declared in (download_sizes or {}).items():  # a download cut short, before anything is read
+        if files.get(role):
+            sources.check_download_size(files[role], declared, origins.get(role, files[role]))
     _verify_checksums(files, expected, origins)
     io.check_readable(expression)
     fmt = sources.detect_format(expression, format)

@@ -34,7 +34,16 @@ from .detect import (
     format_from_name,
     resolve_format,
 )
-from .remote import GEO_URL, expected_sha256, geo_series_url, is_url, verify_sha256
+from .remote import (
+    GEO_URL,
+    check_download_size,
+    download_sizes,
+    expected_sha256,
+    geo_series_url,
+    is_url,
+    probe,
+    verify_sha256,
+)
 
 #: names imported from their module on first use: name -> module of this package
 _LAZY = {
@@ -67,6 +76,9 @@ __all__ = [
     "geo_series_url",
     "is_url",
     "verify_sha256",
+    "probe",
+    "download_sizes",
+    "check_download_size",
     *_LAZY,
 ]
 

@@ -68,3 +68,88 @@ def verify_sha256(path, expected, origin=None, discard=False):
         f"sha256 mismatch: expected {expected.lower()}, got {actual}; {what} "
         "(check data.sha256, or whether the file changed at its source)",
     )
+
+
+#: HTTP statuses that redirect (requests' own list)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+def probe(url, timeout=30, max_redirects=10):
+    """What the server says about ``url`` before anything is downloaded, checked as a user would want.
+
+    A HEAD request, with redirects followed here one by one so that each target is checked: only
+    http(s) targets are followed (a redirect to ``file://`` or another scheme is refused without
+    reading anything). Returns ``{"url": final URL, "length": declared bytes or None, "framed": the
+    body is chunked (its end is marked), "encoded": a Content-Encoding (the stored copy is decoded,
+    so its size is not the declared one)}``. Network faults and HTTP errors are an
+    :class:`InputError` naming the URL, never a traceback.
+    """
+    from urllib.parse import urljoin
+
+    import requests
+
+    current = url
+    for _ in range(max_redirects + 1):
+        try:
+            r = requests.head(current, allow_redirects=False, timeout=timeout)
+            if r.status_code in (403, 405, 501):  # servers that refuse HEAD: ask with a GET, read nothing
+                r.close()
+                r = requests.get(current, allow_redirects=False, timeout=timeout, stream=True)
+            r.close()
+        except requests.RequestException as exc:
+            reason = str(exc.__cause__ or exc).split("(Caused by ")[-1].rstrip(")")
+            raise InputError(url, f"cannot be downloaded: {type(exc).__name__}: {reason}") from None
+        if r.status_code in REDIRECT_STATUSES:
+            target = urljoin(current, r.headers.get("Location", ""))
+            if not is_url(target):
+                raise InputError(url, f"redirects to {target!r}: only http(s) redirects are followed, nothing "
+                                      "was read from it")
+            current = target
+            continue
+        if r.status_code >= 400:
+            raise InputError(url, f"the server answered HTTP {r.status_code} {r.reason or ''}".rstrip())
+        headers = {k.lower(): v for k, v in r.headers.items()}
+        length = headers.get("content-length", "")
+        return {
+            "url": current,
+            "length": int(length) if length.strip().isdigit() else None,
+            "framed": "chunked" in headers.get("transfer-encoding", "").lower(),
+            "encoded": bool(headers.get("content-encoding")),
+        }
+    raise InputError(url, f"more than {max_redirects} redirects")
+
+
+def download_sizes(origins, expected, probe=probe):
+    """{role: the byte length its server declares} for the http(s) inputs among ``origins``.
+
+    Collect compares the downloaded copy with it: a download cut short is refused even when the
+    transfer itself did not say so. A server that declares no length (and does not mark the end of a
+    chunked body) leaves a cut-short copy indistinguishable from the whole file: that input needs
+    ``data.sha256`` (``expected``), else it is refused. ``probe`` may return None (unknown: e.g. a
+    cluster job whose node has no network), which checks nothing.
+    """
+    sizes = {}
+    for role, origin in origins.items():
+        if not is_url(origin):
+            continue
+        info = probe(origin)
+        sizes[role] = info["length"] if info and info["length"] is not None and not info["encoded"] else None
+        if info and info["length"] is None and not info["framed"] and role not in expected:
+            raise InputError(origin, "the server declares no length, so a download cut short could not be told "
+                                     f"from the whole file; set data.sha256.{role} to the file's sha256 "
+                                     "(sha256sum), or download it and give its local path")
+    return sizes
+
+
+def check_download_size(path, declared, origin):
+    """A downloaded copy whose size is not the declared one is deleted and refused."""
+    actual = os.path.getsize(path)
+    if declared is None or actual == declared:
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    raise InputError(origin, f"the download is {actual:,} bytes but the server declared {declared:,}: it was cut "
+                             f"short (or the file changed meanwhile); the copy {path} is deleted and not used, "
+                             "run again")
