@@ -350,6 +350,12 @@ def new_data_inputs(wildcards):
     if not location:
         config_error("new_data.expression", "set it to the new cohort's matrix to run apply_new")
     samples = S.new_data.samples
+    try:  # asked before Snakemake's HTTP plugin meets the URLs (see with_download_sizes)
+        with_download_sizes(
+            {"origins": {"expression": location, "samples": samples}, "sha256": S.new_data.sha256}
+        )
+    except GenovaeError as exc:
+        raise WorkflowError(f"genovae: {exc}") from None
     return {
         "expression": input_file(location),
         **({"samples": input_file(samples)} if samples else {}),
