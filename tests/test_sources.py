@@ -204,6 +204,14 @@ def test_broken_geo_files_are_refused(tmp_path, kwargs, words):
     assert no_outputs(tmp_path)
 
 
+def test_geo_empty_probe_id_is_refused(tmp_path):
+    path = tmp_path / "GSE4242_series_matrix.txt"
+    path.write_text(geo_lines().replace(f'"{PROBES[1]}"\t', '""\t', 1))
+    with pytest.raises(InputError, match=r"probe/gene \(ID_REF\) ids are empty"):
+        run(tmp_path, path, condition="disease state")
+    assert no_outputs(tmp_path)
+
+
 def test_geo_null_values_are_reported_as_missing(tmp_path):
     values = COUNTS.astype(object)
     values[2, 3] = "null"

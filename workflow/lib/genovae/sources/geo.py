@@ -75,7 +75,8 @@ def read_geo_series_matrix(path):
     frame = read_text_table(path, "\t", text="\n".join(table) + "\n")
     frame.columns = [str(c).strip().strip('"') for c in frame.columns]
     id_col = frame.columns[0]
-    frame[id_col] = frame[id_col].astype(str).str.strip('"')
+    # .str keeps a missing ID_REF missing (astype(str) made it the id 'nan' with pandas 2)
+    frame[id_col] = frame[id_col].str.strip('"')
     frame = frame.set_index(id_col)
     check_ids(path, frame.index, "probe/gene (ID_REF)")
     check_ids(path, frame.columns, "sample")
