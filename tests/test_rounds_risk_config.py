@@ -340,6 +340,28 @@ def test_rank_genes_table(planted):
     assert dims["separates_groups"].dtype == bool
 
 
+def test_rank_contrast_marks_genes_only_the_classical_route_saw(planted):
+    """A classical table over more genes than the model (every collected gene): the extra genes are
+    not in the model and not called, as plain bools, without pandas' object-downcasting warning."""
+    import warnings
+
+    from genovae.risk import rank_contrast
+
+    cohort, transform, model, truth, logx = planted
+    name, case_m, ctrl_m = next(iter(contrasts(cohort.condition)))
+    genes = [*cohort.genes, "unmodelled"]
+    classical = pd.DataFrame({"gene": genes, "ave_log2": 1.0, "log2_fold_change": 0.0,
+                              "t_stat": 0.0, "p_value": 0.5, "fdr": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        table, _, _ = rank_contrast(model, cohort, transform, name, case_m, ctrl_m, classical=classical,
+                                    draws=4, permutations=3)
+    assert table["in_model"].dtype == bool and table["vae_call"].dtype == bool
+    row = table.set_index("gene").loc["unmodelled"]
+    assert not row["in_model"] and not row["vae_call"] and row["vae_status"] == "not modelled"
+    assert table.set_index("gene").loc[cohort.genes, "in_model"].all()
+
+
 def test_rank_genes_is_deterministic_for_a_seed(planted):
     cohort, transform, model, _, _ = planted
     a, _ = rank_genes(model, cohort, transform, case="case", control="control", seed=3)
