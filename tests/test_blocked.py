@@ -213,3 +213,57 @@ def test_pca_falls_back_to_the_exact_svd_when_arpack_does_not_converge(monkeypat
     exact = pca.fit(x, rows, 5)
     np.testing.assert_array_equal(fit.components_, exact.components_)
     assert "ARPACK did not converge" in caplog.text
+
+
+def test_silhouettes_of_large_cohorts_use_a_seeded_subsample(monkeypatch):
+    """Silhouettes are O(n^2): above SILHOUETTE_MAX samples they use a seeded subsample, which stays
+    within 0.02 of the full value; small cohorts use every sample, exactly as scikit-learn does."""
+    from sklearn.metrics import silhouette_samples, silhouette_score
+
+    from genovae import labels
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = rng.choice(["a", "b", "c"], size=n)
+    X = rng.normal(size=(n, 4)) + (y == "b")[:, None] * 1.5 + (y == "c")[:, None] * np.array([0, 3, 0, 0])
+    full = silhouette_score(X, y)
+    assert labels.label_structure(X, y)["silhouette"] == pytest.approx(full, abs=1e-12)
+    monkeypatch.setattr(labels, "SILHOUETTE_MAX", 1000)
+    sub = labels.label_structure(X, y, seed=0)["silhouette"]
+    assert sub != full and abs(sub - full) < 0.02
+    assert labels.label_structure(X, y, seed=0)["silhouette"] == sub  # seeded
+    # the batch silhouette, within each group, is subsampled the same way
+    batch = rng.choice(["b1", "b2"], size=n)
+    X[batch == "b2"] += 0.5
+    groups = np.where(y == "a", "g1", "g2")
+    exact = np.average(
+        [np.mean(1 - np.abs(silhouette_samples(X[groups == g], batch[groups == g]))) for g in ("g1", "g2")],
+        weights=[(groups == g).sum() for g in ("g1", "g2")],
+    )
+    sampled = labels.batch_mixing(X, batch, groups)["batch_asw"]
+    assert sampled != exact and abs(sampled - exact) < 0.02
+    monkeypatch.setattr(labels, "SILHOUETTE_MAX", 10_000)
+    assert labels.batch_mixing(X, batch, groups)["batch_asw"] == pytest.approx(exact, abs=1e-12)
+
+
+def test_knn_scores_of_large_cohorts_average_a_seeded_subsample(monkeypatch):
+    """Above KNN_QUERY_MAX samples the k-NN accuracy and batch mixing average a seeded subsample of
+    samples whose neighbours are searched among all: the same votes as the full computation."""
+    from genovae import labels
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    y = rng.choice(["a", "b"], size=n)
+    X = rng.normal(size=(n, 3)) + (y == "b")[:, None] * 1.0
+    full = labels.loo_knn_predict(X, y, 5)
+    rows = np.array([0, 7, 2999, 1500])
+    assert (labels.loo_knn_predict(X, y, 5, rows=rows) == full[rows]).all()
+    exact = labels.label_structure(X, y)["knn_accuracy"]
+    assert exact == pytest.approx((full == y).mean())
+    batch = rng.choice(["b1", "b2"], size=n)
+    mixing = labels.batch_mixing(X, batch)["batch_mixing"]
+    monkeypatch.setattr(labels, "KNN_QUERY_MAX", 1000)
+    sub = labels.label_structure(X, y)["knn_accuracy"]
+    assert sub != exact and abs(sub - exact) < 0.03
+    sub_mixing = labels.batch_mixing(X, batch)["batch_mixing"]
+    assert sub_mixing != mixing and abs(sub_mixing - mixing) < 0.03

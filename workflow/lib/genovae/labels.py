@@ -3,8 +3,11 @@
 For each label column (the condition, plus ``analysis.labels``), on the same
 samples and the same number of dimensions:
 
-* ``silhouette``: mean silhouette width of the label groups (Euclidean);
-* ``knn_accuracy``: leave-one-out 5-nearest-neighbour accuracy;
+* ``silhouette``: mean silhouette width of the label groups (Euclidean); O(n^2), so above
+  :data:`SILHOUETTE_MAX` samples it is the mean over a seeded random subsample of that size
+  (standard error about 0.01 or less; every other metric here uses all samples);
+* ``knn_accuracy``: leave-one-out 5-nearest-neighbour accuracy (above :data:`KNN_QUERY_MAX`
+  samples, averaged over a seeded subsample whose neighbours are searched among all samples);
 * ``logreg_auc`` (two groups): cross-validated ROC AUC of a logistic
   regression on standardised coordinates, or ``logreg_balanced_accuracy``
   (more groups): its cross-validated balanced accuracy.
@@ -28,6 +31,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 K_NEIGHBOURS = 5
+#: silhouettes (label and batch) are computed on at most this many samples (seeded subsample)
+SILHOUETTE_MAX = 10_000
+#: k-NN scores (label accuracy, batch mixing) are averaged over at most this many samples (seeded
+#: subsample; their neighbours are searched among all samples): standard error below 0.004
+KNN_QUERY_MAX = 20_000
+
+
+def _subsample(n, seed, cap=None):
+    """Sorted indices of a seeded random subsample of ``cap`` (default SILHOUETTE_MAX) of n; all if n <= cap."""
+    cap = SILHOUETTE_MAX if cap is None else cap
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
 
 
 def _usable(X, y):
@@ -43,25 +59,31 @@ def _logreg():
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
 
 
-def loo_knn_predict(X, y, k):
-    """Leave-one-out k-NN predictions from one neighbour search.
+def _neighbours(X, k, rows):
+    """The ``k`` nearest neighbours of the samples ``rows`` among all of ``X``, each without itself
+    (among duplicates, the farthest of the k + 1 found is dropped instead)."""
+    _, ind = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X[rows])
+    own = ind == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones(ind.shape, bool)
+    keep[np.arange(len(rows)), drop] = False
+    return ind[keep].reshape(len(rows), k)
+
+
+def loo_knn_predict(X, y, k, rows=None):
+    """Leave-one-out k-NN predictions from one neighbour search, for ``rows`` (default: every sample).
 
     The same predictions as ``cross_val_predict(KNeighborsClassifier(k), X, y,
     cv=LeaveOneOut())`` (uniform votes, ties to the first class in sorted order),
-    without fitting n classifiers: n log n instead of n^2 log n.
+    without fitting n classifiers: n log n instead of n^2 log n. Each sample of ``rows`` votes
+    with its neighbours among all samples.
     """
     X = np.asarray(X)
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows)
     classes, codes = np.unique(y, return_inverse=True)
-    _, ind = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-    rows = np.arange(len(X))
-    own = ind == rows[:, None]
-    # drop the sample itself (or, among duplicates, the farthest neighbour)
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones(ind.shape, bool)
-    keep[rows, drop] = False
-    neighbours = ind[keep].reshape(len(X), k)
-    votes = np.zeros((len(X), len(classes)), int)
-    np.add.at(votes, (np.repeat(rows, k), codes[neighbours].ravel()), 1)
+    neighbours = _neighbours(X, k, rows)
+    votes = np.zeros((len(rows), len(classes)), int)
+    np.add.at(votes, (np.repeat(np.arange(len(rows)), k), codes[neighbours].ravel()), 1)
     return classes[votes.argmax(axis=1)]
 
 
@@ -76,9 +98,13 @@ def label_structure(X, y, seed=0):
         warnings.simplefilter("ignore")
         # distances in chunks of at most 64 MB (scikit-learn's default is 1 GB)
         with config_context(working_memory=64):
-            out["silhouette"] = float(silhouette_score(X, y))
-        pred = loo_knn_predict(X, y, min(K_NEIGHBOURS, len(y) - 1))
-        out["knn_accuracy"] = float((pred == y).mean())
+            rows = _subsample(len(y), seed)
+            if len(np.unique(y[rows])) >= 2:
+                out["silhouette"] = float(silhouette_score(X[rows], y[rows]))
+        # above KNN_QUERY_MAX samples, the accuracy of a seeded subsample of them (neighbours among all)
+        query = _subsample(len(y), seed + 1, KNN_QUERY_MAX)
+        pred = loo_knn_predict(X, y, min(K_NEIGHBOURS, len(y) - 1), rows=query)
+        out["knn_accuracy"] = float((pred == y[query]).mean())
         folds = int(min(5, pd.Series(y).value_counts().min()))
         if folds >= 2:
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -117,7 +143,7 @@ def heldout(X_train, y_train, X_test, y_test):
 K_MIXING = 15
 
 
-def batch_mixing(X, batch, groups=None, k=K_MIXING):
+def batch_mixing(X, batch, groups=None, k=K_MIXING, seed=0):
     """How well a representation mixes batches (analysis.batch), two scores in [0, 1], 1 = well mixed.
 
     * ``batch_mixing``: for each sample, the share of its ``k`` nearest neighbours from
@@ -129,7 +155,8 @@ def batch_mixing(X, batch, groups=None, k=K_MIXING):
       condition) so that the biology a group shares is not counted against mixing, and
       averaged over samples.
 
-    Samples with a missing batch are left out; NaN when fewer than two batches remain.
+    Samples with a missing batch are left out; NaN when fewer than two batches remain. The
+    silhouettes use a seeded subsample of each group: SILHOUETTE_MAX samples in all (at least 1,000 a group).
     """
     batch = pd.Series(np.asarray(batch, dtype=object))
     ok = (batch.notna() & (batch.astype(str).str.strip() != "")).to_numpy()
@@ -143,15 +170,10 @@ def batch_mixing(X, batch, groups=None, k=K_MIXING):
         return out
     n = len(b)
     kk = min(k, n - 1)
-    _, ind = NearestNeighbors(n_neighbors=kk + 1).fit(X).kneighbors(X)
-    rows = np.arange(n)
-    own = ind == rows[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), kk)
-    keep = np.ones(ind.shape, bool)
-    keep[rows, drop] = False
-    neighbours = ind[keep].reshape(n, kk)
-    other = (codes[neighbours] != codes[:, None]).mean(axis=1)
-    size = np.bincount(codes)[codes]
+    rows = _subsample(n, seed + 1, KNN_QUERY_MAX)
+    neighbours = _neighbours(X, kk, rows)
+    other = (codes[neighbours] != codes[rows][:, None]).mean(axis=1)
+    size = np.bincount(codes)[codes[rows]]
     expected = 1.0 - (size - 1) / (n - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(expected > 0, np.minimum(other / expected, 1.0), np.nan)
@@ -160,14 +182,18 @@ def batch_mixing(X, batch, groups=None, k=K_MIXING):
 
     scores, weights = [], []
     for g in np.unique(grp):
-        m = grp == g
-        if len(np.unique(codes[m])) < 2 or m.sum() <= len(np.unique(codes[m])):
+        m = np.flatnonzero(grp == g)
+        if len(np.unique(codes[m])) < 2 or len(m) <= len(np.unique(codes[m])):
+            continue
+        # the groups share the budget: SILHOUETTE_MAX samples in all, at least 1,000 per group
+        part = m[_subsample(len(m), seed + int(g), max(1000, SILHOUETTE_MAX * len(m) // n))]
+        if len(np.unique(codes[part])) < 2:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sil = silhouette_samples(X[m], codes[m])
+            sil = silhouette_samples(X[part], codes[part])
         scores.append(float(np.mean(1.0 - np.abs(sil))))
-        weights.append(int(m.sum()))
+        weights.append(len(m))
     if scores:
         out["batch_asw"] = float(np.average(scores, weights=weights))
     return out
