@@ -134,3 +134,31 @@ def shared_dataset(name):
     if not path.is_dir():
         pytest.skip(f"real dataset {name} not found at {path} (../shared/data is absent)")
     return path
+
+
+def check_h5ad_for_scanpy(path, use_rep="X_genovae"):
+    """Read ``path`` with anndata.read_h5ad and build scanpy's kNN graph on ``obsm[use_rep]``.
+
+    The check every .h5ad genovae writes must pass: anndata reads it, and
+    scanpy.pp.neighbors fills obsp with an obs x obs graph. Returns the AnnData.
+    """
+    import anndata
+    import scanpy
+
+    adata = anndata.read_h5ad(path)
+    assert use_rep in adata.obsm, f"{path}: no obsm['{use_rep}']"
+    assert adata.obsm[use_rep].shape[0] == adata.n_obs
+    scanpy.pp.neighbors(adata, use_rep=use_rep, n_neighbors=min(15, max(2, adata.n_obs - 1)))
+    for key in ("connectivities", "distances"):
+        assert adata.obsp[key].shape == (adata.n_obs, adata.n_obs), (path, key)
+    assert adata.obsp["connectivities"].nnz > 0
+    return adata
+
+
+def check_every_h5ad(folder):
+    """:func:`check_h5ad_for_scanpy` on every .h5ad under ``folder`` (a run's results); their paths."""
+    paths = sorted(Path(folder).rglob("*.h5ad"))
+    assert paths, f"no .h5ad under {folder}"
+    for path in paths:
+        check_h5ad_for_scanpy(path)
+    return paths

@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from genovae import io, sources
 from genovae.collect import collect
 from genovae.errors import ConfigError, InputError
 from genovae.export import OBSM_KEY, export_h5ad
-from genovae.h5ad import read_h5ad, write_h5ad
+from genovae.sources.anndata import read_h5ad
 
 DATA = Path(__file__).resolve().parent / "data"
 H5AD = DATA / "anndata_0.12.19_cohort.h5ad"
@@ -109,7 +110,8 @@ def test_geo_url_is_built_from_the_accession():
 
 
 def test_import_is_light():
-    """The Snakefile imports genovae.sources at every start: the readers (pandas) load on first use."""
+    """The Snakefile imports genovae.sources at every start: the readers (pandas) load on first use,
+    anndata when an .h5ad is read."""
     import subprocess
     import sys
 
@@ -118,7 +120,8 @@ def test_import_is_light():
         f"import sys; sys.path.insert(0, {str(lib)!r}); import genovae.sources as s; "
         "assert 'pandas' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'; "
         "assert s.carries_sample_sheet(s.resolve_format('auto', 'x.h5ad')); "
-        "assert s.read_source.__module__ == 'genovae.sources.read'"
+        "assert s.read_source.__module__ == 'genovae.sources.read'; "
+        "assert 'anndata' not in sys.modules and 'h5py' not in sys.modules, 'anndata is imported by the reader'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -387,19 +390,46 @@ def test_table_needs_a_sample_sheet(tmp_path):
         run(tmp_path, path)
 
 
-def test_written_h5ad_round_trips(tmp_path):
-    obs = pd.DataFrame({"group": ["a", None, "b"], "x": [1.0, 2.0, 3.0], "ok": [True, False, True],
-                        "dose/time": ["1", "2", "3"]}, index=["s1", "s2", "s3"])
+def test_h5ad_reader_takes_what_anndata_writes(tmp_path):
+    """Dense X, nullable and categorical obs columns, var annotation: read as anndata wrote them."""
+    obs = pd.DataFrame({"group": pd.Categorical(["a", None, "b"]), "x": [1.0, 2.0, 3.0], "ok": [True, False, True],
+                        "n": pd.array([1, None, 3], dtype="Int64")}, index=["s1", "s2", "s3"])
     var = pd.DataFrame({"symbol": ["A", "B"]}, index=["g1", "g2"])
     path = tmp_path / "out.h5ad"
-    write_h5ad(path, X=np.arange(6, dtype=np.float32).reshape(3, 2), obs=obs, var=var,
-               obsm={"X_test": np.ones((3, 2))}, uns={"a": {"b": [1, 2], "c": "text", "d": None}})
+    anndata.AnnData(X=np.arange(6, dtype=np.float32).reshape(3, 2), obs=obs, var=var,
+                    obsm={"X_test": np.ones((3, 2))}, uns={"a": {"b": [1, 2], "c": "text"}}).write_h5ad(path)
     values, obs2, var2 = read_h5ad(path)
+    assert values.dtype == np.float64
     np.testing.assert_array_equal(values, np.arange(6).reshape(3, 2))
     assert list(obs2.index) == ["s1", "s2", "s3"] and list(var2.index) == ["g1", "g2"]
-    assert obs2["group"].tolist()[0] == "a" and pd.isna(obs2["group"].tolist()[1])
-    assert obs2["x"].tolist() == [1.0, 2.0, 3.0] and obs2["ok"].tolist() == [True, False, True]
-    assert obs2["dose_time"].tolist() == ["1", "2", "3"]  # HDF5 names cannot hold '/'
+    pd.testing.assert_frame_equal(obs2, obs)
+    source = sources.read_anndata(path)
+    assert source.sheet.to_dict("list") == {"sample_id": ["s1", "s2", "s3"], "group": ["a", None, "b"],
+                                            "x": ["1.0", "2.0", "3.0"], "ok": ["True", "False", "True"],
+                                            "n": ["1", None, "3"]}
+
+
+def test_h5ad_with_a_text_matrix_is_refused(tmp_path):
+    path = tmp_path / "text.h5ad"
+    adata = anndata.AnnData(X=np.zeros((2, 2), dtype=np.float32), obs=pd.DataFrame(index=["s1", "s2"]),
+                            var=pd.DataFrame(index=["g1", "g2"]))
+    adata.layers["words"] = np.array([["a", "b"], ["c", "d"]], dtype=object)
+    adata.write_h5ad(path)
+    with pytest.raises(InputError) as info:
+        run(tmp_path, path, condition="disease", layer="words")
+    assert str(info.value).startswith(f"{path}:") and "'/layers/words' holds" in str(info.value)
+    assert "not numbers" in str(info.value)
+    assert no_outputs(tmp_path)
+
+
+def test_h5ad_without_obs_is_not_anndata(tmp_path):
+    import h5py
+
+    path = tmp_path / "plain.h5ad"
+    with h5py.File(path, "w") as fh:
+        fh["X"] = np.zeros((2, 2))
+    with pytest.raises(InputError, match="has no 'obs': not an AnnData .h5ad file"):
+        read_h5ad(path)
 
 
 # ------------------------------------------------------------------ checksums, manifest
@@ -457,8 +487,8 @@ def test_every_source_ends_in_the_same_canonical_outputs(tmp_path):
 
     h5 = tmp_path / "h5" / "cohort.h5ad"
     h5.parent.mkdir()
-    write_h5ad(h5, X=COUNTS.T.astype(np.float64), obs=pd.DataFrame({"condition": STATE}, index=ids),
-               var=pd.DataFrame(index=PROBES))
+    anndata.AnnData(X=COUNTS.T.astype(np.float64), obs=pd.DataFrame({"condition": STATE}, index=ids),
+                    var=pd.DataFrame(index=PROBES)).write_h5ad(h5)
 
     results = {}
     for name, expression, samples in (
@@ -502,13 +532,16 @@ def test_export_h5ad_from_result_tables(tmp_path):
                 summary=tmp_path / "summary.json", out_h5ad=tmp_path / "latent.h5ad")
     import h5py
 
+    from conftest import check_h5ad_for_scanpy
+
     with h5py.File(tmp_path / "latent.h5ad") as fh:
         assert fh.attrs["encoding-type"] == "anndata"
-        z = fh["obsm"][OBSM_KEY][()]
-        assert z.shape == (40, 2) and z[0, 0] == 0.0  # aligned to the sample order, not latent.tsv's
-        assert fh["uns/genovae/summary/rounds/0/value"][()] == 0.5
-    values, obs, var = read_h5ad(tmp_path / "latent.h5ad")
-    assert values.shape == (40, 50)
+    adata = check_h5ad_for_scanpy(tmp_path / "latent.h5ad")
+    z = adata.obsm[OBSM_KEY]
+    assert z.shape == (40, 2) and z[0, 0] == 0.0  # aligned to the sample order, not latent.tsv's
+    assert adata.uns["genovae"]["summary"]["rounds"]["0"]["value"] == 0.5
+    obs, var = adata.obs, adata.var
+    assert adata.X.shape == (40, 50)
     assert (obs["genovae_reconstruction_mse"] == 0.5).all()
     assert var["vae_score_AML_vs_healthy"].notna().sum() == 10
     assert var["genovae_used"].sum() == 10 and var["gene_symbols"].iloc[0] == "SYM1"

@@ -1,22 +1,98 @@
-"""AnnData ``.h5ad`` files (read with :mod:`genovae.h5ad`): X or a layer, obs as the sample sheet."""
+"""AnnData ``.h5ad`` files, read with ``anndata``: X or a layer, obs as the sample sheet, var as genes.
+
+Only the elements genovae uses are read (``anndata.io.read_elem`` on ``obs``, ``var``
+and ``X`` or ``layers/<layer>``), not the file's other layers, ``obsm``, ``obsp`` or
+``uns``. anndata is imported on first use: ``genovae.sources`` stays light to import.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .. import io
+from ..errors import InputError
 from .common import Source, check_ids, note
+
+
+def _element(path, fh, layer):
+    """The h5py element of X, or of ``layers/<layer>``; what the file lacks is an InputError."""
+    for key in ("obs", "var"):
+        if key not in fh:
+            raise InputError(path, f"has no '{key}': not an AnnData .h5ad file")
+    layers = sorted(fh["layers"].keys()) if "layers" in fh else []
+    if layer is None:
+        if "X" not in fh:
+            raise InputError(
+                path,
+                f"has no X matrix; name one of its layers with data.layer (layers: {', '.join(layers) or 'none'})",
+            )
+        return fh["X"]
+    if layer not in layers:
+        raise InputError(path, f"has no layer '{layer}' (data.layer); its layers: {', '.join(layers) or 'none'}")
+    return fh["layers"][layer]
+
+
+def _dense(path, name, values):
+    """A matrix anndata read (dense or CSR/CSC sparse) as one dense float64 array (sparse: densified once)."""
+    from scipy import sparse
+
+    if sparse.issparse(values):
+        if values.dtype.kind not in "biuf":
+            raise InputError(path, f"'{name}' holds {values.dtype} values, not numbers")
+        return values.astype(np.float64, copy=False).toarray()
+    if not isinstance(values, np.ndarray):
+        raise InputError(path, f"'{name}' is a {type(values).__name__}, not a matrix genovae can read")
+    if values.ndim != 2:
+        raise InputError(path, f"'{name}' is not a 2-D matrix (shape {values.shape})")
+    if values.dtype.kind not in "biuf":
+        raise InputError(path, f"'{name}' holds {values.dtype} values, not numbers")
+    return values.astype(np.float64, copy=False)
+
+
+def read_h5ad(path, layer=None):
+    """``(values, obs, var)`` of an .h5ad: X (or ``layers[layer]``) as a dense obs x var float64 array,
+    obs and var as anndata reads them (index = obs_names / var_names)."""
+    import h5py
+    from anndata.io import read_elem
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read as an HDF5/.h5ad file ({exc})")
+    with fh:
+        element = _element(path, fh, layer)
+        name = element.name
+        if isinstance(fh["obs"], h5py.Dataset):
+            raise InputError(
+                path,
+                f"'{fh['obs'].name}' is stored in the old (anndata < 0.7) layout; "
+                "re-save the file with a recent anndata (adata.write_h5ad)",
+            )
+        frames = []
+        for key in ("obs", "var"):
+            try:
+                frames.append(read_elem(fh[key]))
+            except Exception as exc:  # anndata's errors name the element; keep the file's name in front
+                raise InputError(path, f"anndata cannot read '{key}': {exc}") from exc
+        obs, var = frames
+        try:
+            values = read_elem(element)
+        except Exception as exc:
+            raise InputError(path, f"anndata cannot read '{name}' as a matrix: {exc}") from exc
+    values = _dense(path, name, values)
+    if values.shape != (len(obs), len(var)):
+        raise InputError(path, f"matrix shape {values.shape} does not match obs ({len(obs)}) x var ({len(var)})")
+    return values, obs, var
 
 
 def read_anndata(path, layer=None):
     """An AnnData .h5ad: X (or ``layers[layer]``), obs as the sample sheet, var_names as genes."""
-    from ..h5ad import read_h5ad
-
     io.check_readable(path)
     values, obs, var = read_h5ad(path, layer)
     check_ids(path, obs.index, "sample (obs_names)")
     check_ids(path, var.index, "gene (var_names)")
-    matrix = pd.DataFrame(values, index=obs.index.astype(str), columns=var.index.astype(str))
+    matrix = pd.DataFrame(values, index=obs.index.astype(str), columns=var.index.astype(str), copy=False)
     sheet = obs.copy()
     for col in sheet.columns:
         s = sheet[col]
