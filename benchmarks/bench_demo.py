@@ -57,7 +57,7 @@ IMPORTS = {
     "plots": "import genovae.plots, matplotlib.pyplot",
     "summarize": "import genovae.summary",  # no torch, scikit-learn or scipy since risk.py imports them lazily
     "provenance": "import genovae.provenance",
-    "export_h5ad": "import genovae.export, genovae.h5ad, h5py",
+    "export_h5ad": "import genovae.export, anndata, h5py",
     "generate": "import genovae.synthetic, genovae.evaluate, genovae.dataset, genovae.pca, torch, "
                 "sklearn.linear_model, sklearn.ensemble, sklearn.model_selection, scipy.sparse.linalg",
 }

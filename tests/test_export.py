@@ -1,23 +1,23 @@
 """results/{run}/latent.h5ad (genovae.export): typed obs columns and the model-input layer.
 
 Fast: the run's tables are written by the test (with genovae.io's writers) and
-export_h5ad is called directly; the file is read back with genovae.h5ad and
-h5py, and its encodings compared with what anndata 0.12 writes (the fixture
-tests/data/anndata_0.12.19_cohort.h5ad).
+export_h5ad is called directly; the file is read back with anndata.read_h5ad (and
+scanpy computes neighbours on obsm["X_genovae"]), and with h5py its encodings are
+compared with those of the fixture tests/data/anndata_0.12.19_cohort.h5ad.
 """
 
 import json
 import tracemalloc
 from pathlib import Path
 
+import anndata
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from genovae import h5ad, io
-from genovae.export import INPUT_LAYER, MODELLED, export_h5ad, typed_column
-from genovae.h5ad import read_h5ad, write_h5ad
+from genovae import io
+from genovae.export import INPUT_LAYER, MODELLED, anndata_frame, export_h5ad, typed_column, uns_value
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "anndata_0.12.19_cohort.h5ad"
 SAMPLES = [f"S{i}" for i in range(1, 7)]
@@ -74,6 +74,13 @@ def export(tmp, **kwargs):
     return tmp / "latent.h5ad"
 
 
+def read_h5ad(path, layer=None):
+    """(X or the layer as a dense array, obs, var) of ``path`` as anndata reads it."""
+    adata = anndata.read_h5ad(path)
+    values = adata.X if layer is None else adata.layers[layer]
+    return np.asarray(values), adata.obs, adata.var
+
+
 def attrs(element):
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in element.attrs.items()}
 
@@ -105,7 +112,9 @@ def test_numeric_sheet_columns_are_written_as_numbers(tmp_path):
         assert responder["values"].dtype == bool and attrs(responder["values"]) == expected
         assert responder["mask"][()].tolist() == [False, True, False, False, True, False]
         assert responder["values"][()][[0, 2, 3, 5]].tolist() == [True, False, True, False]
-    assert obs["responder"].tolist() == [True, None, False, True, None, False]
+    assert obs["responder"].dtype == "boolean"
+    assert obs["responder"].astype(object).where(obs["responder"].notna(), None).tolist() == [
+        True, None, False, True, None, False]
 
 
 def test_text_columns_ids_and_labels_stay_categorical(tmp_path):
@@ -173,31 +182,40 @@ def test_typed_column_keeps_text(values):
     assert out.equals(col)
 
 
-def test_writer_encodes_pandas_dtypes_as_anndata_does(tmp_path):
-    obs = pd.DataFrame(
+def test_obs_and_var_frames_as_genovae_writes_them(tmp_path):
+    """Text columns become categoricals (sorted categories, missing kept), names an .h5ad can hold."""
+    df = pd.DataFrame(
         {
+            "group": ["b", None, "a"],
+            "x": [1.0, 2.0, 3.0],
             "i32": np.array([1, 2, 3], dtype=np.int32),
-            "f32": np.array([0.5, np.nan, 1.5], dtype=np.float32),
-            "Int64": pd.array([1, None, 3], dtype="Int64"),
-            "Int64_full": pd.array([1, 2, 3], dtype="Int64"),
-            "Float64": pd.array([0.5, None, 1.5], dtype="Float64"),
+            "ok": [True, False, True],
+            "dose/time": ["1", "2", "3"],
+            "_index": ["u", "v", "w"],
+            "mixed": [1, "two", None],
         },
-        index=["a", "b", "c"],
+        index=["s1", "s2", "s3"],
     )
-    var = pd.DataFrame(index=["g1", "g2"])
+    out = anndata_frame(df)
+    assert list(out.columns) == ["group", "x", "i32", "ok", "dose_time", "_index_", "mixed"]
+    assert list(out["group"].cat.categories) == ["a", "b"] and out["group"].isna().tolist() == [False, True, False]
+    assert out["mixed"].astype(object).tolist()[:2] == ["1", "two"]
+    assert out["x"].dtype == np.float64 and out["i32"].dtype == np.int32 and out["ok"].dtype == bool
     path = tmp_path / "out.h5ad"
-    write_h5ad(path, X=np.zeros((3, 2), dtype=np.float32), obs=obs, var=var)
-    with h5py.File(path) as fh:
-        assert fh["obs/i32"].dtype == np.int32 and fh["obs/f32"].dtype == np.float32
-        assert fh["obs/Int64_full"].dtype == np.int64
-        assert attrs(fh["obs/Int64"]) == {"encoding-type": "nullable-integer", "encoding-version": "0.1.0"}
-        assert fh["obs/Int64/values"][()].tolist() == [1, 0, 3] and fh["obs/Int64/mask"][()].tolist() == [
-            False, True, False]
-        assert fh["obs/Float64"].dtype == np.float64 and np.isnan(fh["obs/Float64"][1])
-        for col in ("i32", "f32", "Int64_full", "Float64"):
-            assert attrs(fh["obs"][col]) == {"encoding-type": "array", "encoding-version": "0.2.0"}
-    _, back, _ = read_h5ad(path)
-    assert back["Int64"].tolist() == [1, None, 3]
+    anndata.AnnData(X=np.zeros((3, 2), dtype=np.float32), obs=out, var=anndata_frame(pd.DataFrame(
+        index=["g1", "g2"]))).write_h5ad(path)
+    back = anndata.read_h5ad(path).obs
+    pd.testing.assert_frame_equal(back, out)
+
+
+def test_uns_values_anndata_can_store():
+    summary = {"run": "t", "note": None, "a/b": 1, "rounds": [{"round": 1, "value": 0.5}],
+               "names": ["x", "y"], "values": [1, 2.5], "empty": [], "mixed": [1, "x", None], "flag": True}
+    out = uns_value(summary)
+    assert "note" not in out and out["a_b"] == 1 and out["flag"] is True
+    assert out["rounds"] == {"0": {"round": 1, "value": 0.5}}
+    assert out["names"].tolist() == ["x", "y"] and out["values"].tolist() == [1.0, 2.5]
+    assert out["empty"].size == 0 and out["mixed"] == {"0": 1, "1": "x"}
 
 
 # ------------------------------------------------------------------ the model-input layer
@@ -252,9 +270,9 @@ def test_features_lacking_a_sample_are_refused(tmp_path):
     assert not (tmp_path / "latent.h5ad").exists() and not list(tmp_path.glob(".latent.h5ad.*"))
 
 
-def test_dense_matrices_are_written_in_row_blocks(tmp_path, monkeypatch):
-    """Block boundaries do not change the values (X and layers), with blocks of a few rows."""
-    monkeypatch.setattr(h5ad, "BLOCK_VALUES", 3 * len(GENES) - 1)  # 2 rows per block, a short last block
+def test_input_layer_is_filled_a_chunk_of_genes_at_a_time(tmp_path, monkeypatch):
+    """Chunk boundaries do not change the values, with chunks of 2 genes (a short last chunk)."""
+    monkeypatch.setattr(io, "COLUMN_CHUNK", 2)
     X, features = write_run(tmp_path)
     path = export(tmp_path)
     values, _, _ = read_h5ad(path)
@@ -265,9 +283,8 @@ def test_dense_matrices_are_written_in_row_blocks(tmp_path, monkeypatch):
     assert np.isnan(layer[:, ~cols]).all()
 
 
-def test_export_memory_is_the_matrix_once_plus_blocks(tmp_path, monkeypatch):
-    """numpy allocations at peak (tracemalloc): X, or the features, plus blocks; no float64 or second copy."""
-    monkeypatch.setattr(h5ad, "BLOCK_VALUES", 1 << 16)
+def test_export_memory_is_the_matrix_once_plus_chunks(tmp_path):
+    """numpy allocations at peak (tracemalloc): X, or the layer, plus chunks; no float64 or second copy."""
     rng = np.random.default_rng(1)
     n, g = 2000, 1500
     samples = [f"S{i}" for i in range(n)]
@@ -291,7 +308,7 @@ def test_export_memory_is_the_matrix_once_plus_blocks(tmp_path, monkeypatch):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # X once (12 MB) plus blocks and tables; a C-ordered or float64 copy, or a full-size layer next to
+    # X once (12 MB) plus chunks and tables; a C-ordered or float64 copy, or a full-size layer next to
     # the features or X, would be >= 2x
     assert peak < 1.5 * matrix_bytes, f"peak {peak / 1e6:.1f} MB for a {matrix_bytes / 1e6:.1f} MB matrix"
     with h5py.File(tmp_path / "latent.h5ad") as fh:
@@ -300,15 +317,22 @@ def test_export_memory_is_the_matrix_once_plus_blocks(tmp_path, monkeypatch):
 
 def test_summary_is_still_in_uns(tmp_path):
     write_run(tmp_path)
-    path = export(tmp_path)
-    with h5py.File(path) as fh:
-        assert json.loads(fh["uns/genovae/summary_json"][()].decode()) == {"run": "t", "n_samples": 6}
-        assert fh["obsm/X_genovae"].shape == (len(SAMPLES), 2)
+    adata = anndata.read_h5ad(export(tmp_path))
+    assert json.loads(adata.uns["genovae"]["summary_json"]) == {"run": "t", "n_samples": 6}
+    assert adata.uns["genovae"]["summary"] == {"run": "t", "n_samples": 6}
+    assert adata.obsm["X_genovae"].shape == (len(SAMPLES), 2)
+
+
+def test_scanpy_computes_neighbours_on_the_latent_space(tmp_path):
+    """What the file is for: scanpy reads it and builds the kNN graph on obsm["X_genovae"]."""
+    from conftest import check_h5ad_for_scanpy
+
+    write_run(tmp_path)
+    adata = check_h5ad_for_scanpy(export(tmp_path))
+    assert adata.n_obs == len(SAMPLES) and adata.n_vars == len(GENES)
 
 
 def test_predictions_go_to_obs_and_loadings_to_varm(tmp_path):
-    import h5py
-
     write_run(tmp_path)
     pred = pd.DataFrame({"sample_id": SAMPLES[::-1], "split": "train", "condition": "1",
                          "predicted": ["1", "2", "1", "1", "2", "2"],
@@ -323,8 +347,7 @@ def test_predictions_go_to_obs_and_loadings_to_varm(tmp_path):
     # obs follows the matrix's sample order, whatever the table's order
     assert obs["genovae_predicted"].astype(str).tolist() == ["2", "2", "1", "1", "2", "1"]
     np.testing.assert_allclose(obs["genovae_probability_1"], [0.4, 0.1, 0.7, 0.6, 0.2, 0.9])
-    with h5py.File(path) as fh:
-        load = fh["varm"]["genovae_loadings"][()]
+    load = anndata.read_h5ad(path).varm["genovae_loadings"]
     assert load.shape == (len(GENES), 2)
     g7, g3 = GENES.index("G7"), GENES.index("G3")
     assert load[g7].tolist() == [10.0, 20.0]  # columns z1, z2 in order; G7 is the first modelled gene

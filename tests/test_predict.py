@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anndata
 import joblib
 import numpy as np
 import pandas as pd
@@ -79,3 +80,9 @@ def test_predict_step_and_apply_new_predictions(workdir):
     run_snakemake(workdir, "apply_new", "--config", "new_data={expression: new.tsv, name: four}")
     new = pd.read_csv(r / "new/four/predictions.tsv", sep="\t")
     assert len(new) == 4 and set(new["predicted"]) <= {"case", "control"}
+    # latent.h5ad with the predictions in obs: anndata reads it, scanpy builds the kNN graph
+    from conftest import check_every_h5ad
+
+    check_every_h5ad(r)
+    obs = anndata.read_h5ad(r / "latent.h5ad").obs
+    assert obs["genovae_predicted"].dtype == "category" and obs["genovae_probability_case"].dtype == np.float64

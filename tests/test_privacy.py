@@ -587,9 +587,10 @@ def test_the_privacy_scan_reads_inside_compressed_files(tmp_path):
     df.to_parquet(tmp_path / "t.parquet", compression="zstd")
     with gzip.open(tmp_path / "t.tsv.gz", "wt") as fh:
         fh.write("\n".join(ids))
-    from genovae.h5ad import write_h5ad
+    import anndata
 
-    write_h5ad(tmp_path / "t.h5ad", X=np.zeros((40, 1)), obs=pd.DataFrame(index=ids), var=pd.DataFrame(index=["g"]))
+    anndata.AnnData(X=np.zeros((40, 1)), obs=pd.DataFrame(index=ids), var=pd.DataFrame(index=["g"])).write_h5ad(
+        tmp_path / "t.h5ad")
     for name in ("t.parquet", "t.tsv.gz", "t.h5ad"):
         found = _scan([tmp_path / name], ids)
         assert len(found.get(str(tmp_path / name), [])) == 40, (name, found)
@@ -632,6 +633,9 @@ def test_pseudonymised_run_leaves_no_raw_sample_id(tmp_path):
     assert any(p.suffix == ".png" for p in files) and any(p.suffix == ".parquet" for p in files)
     # no raw id and no key anywhere: tables, logs, plots, Parquet, .pt, .h5ad, the report
     assert _scan(files, raw_ids + new_ids + [key]) == {}
+    from conftest import check_every_h5ad
+
+    check_every_h5ad(r)  # the pseudonymised latent.h5ad still reads with anndata and scanpy
     # the pseudonyms are there instead, as HMAC-SHA256 of the ids with the key
     latent = pd.read_csv(r / "latent.tsv", sep="\t")
     expected = {pseudonym.pseudonym(key.encode(), i) for i in raw_ids if i != "PATIENT-9999-ZQ"}

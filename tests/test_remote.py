@@ -18,6 +18,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -187,17 +188,17 @@ def test_h5ad_input_runs_end_to_end_and_exports_latent_h5ad(workdir):
     risk = pd.read_csv(r / "risk_genes.tsv", sep="\t")
     assert (r / "logs/export_h5ad.log").is_file() and (r / "benchmarks/export_h5ad.tsv").is_file()
 
-    import h5py
+    from conftest import check_every_h5ad
 
-    from genovae.h5ad import read_h5ad
-
-    values, obs, var = read_h5ad(r / "latent.h5ad")
+    # every .h5ad of the run (latent.h5ad) reads with anndata and gives scanpy a kNN graph
+    assert check_every_h5ad(r) == [r / "latent.h5ad"]
+    adata = anndata.read_h5ad(r / "latent.h5ad")
+    values, obs, var = adata.X, adata.obs, adata.var
     assert values.shape == (40, 50)
-    with h5py.File(r / "latent.h5ad") as fh:
-        z = fh["obsm/X_genovae"][()]
-        assert fh["uns/genovae/summary/run"][()].decode() == "tiny"
-        assert fh["uns/genovae/summary/n_samples"][()] == summary["n_samples"] == 40
-        assert json.loads(fh["uns/genovae/summary_json"][()].decode()) == summary
+    z = adata.obsm["X_genovae"]
+    assert adata.uns["genovae"]["summary"]["run"] == "tiny"
+    assert adata.uns["genovae"]["summary"]["n_samples"] == summary["n_samples"] == 40
+    assert json.loads(adata.uns["genovae"]["summary_json"]) == summary
     assert z.shape == (40, 4)
     lat = latent.set_index("sample_id").loc[list(obs.index), ["z1", "z2", "z3", "z4"]]
     np.testing.assert_allclose(z, lat.to_numpy(), rtol=1e-5)
@@ -213,7 +214,7 @@ def test_h5ad_input_runs_end_to_end_and_exports_latent_h5ad(workdir):
     from genovae import io
 
     features = io.read_matrix(r / "preprocess/features.parquet")
-    layer, _, _ = read_h5ad(r / "latent.h5ad", "genovae_input")
+    layer = adata.layers["genovae_input"]
     modelled = var["genovae_modelled"].to_numpy()
     assert layer.shape == values.shape
     assert set(var.index[modelled]) == set(features.columns) and 0 < modelled.sum() <= 50
@@ -221,14 +222,12 @@ def test_h5ad_input_runs_end_to_end_and_exports_latent_h5ad(workdir):
     assert np.isnan(layer[:, ~modelled]).all()
 
 
-def test_latent_h5ad_reads_with_anndata_when_installed(workdir):
-    """Cross-check with the real anndata package (it pins pandas<3, so it may be absent)."""
-    ad = pytest.importorskip("anndata")
+def test_latent_h5ad_has_anndata_types(workdir):
+    """The types scanpy users meet: numeric obs numbers, labels categories, the layer and var flags."""
     test_h5ad_input_runs_end_to_end_and_exports_latent_h5ad(workdir)
-    adata = ad.read_h5ad(workdir / RESULTS / "latent.h5ad")
-    assert adata.obsm["X_genovae"].shape == (40, 4)
+    adata = anndata.read_h5ad(workdir / RESULTS / "latent.h5ad")
+    assert adata.obsm["X_genovae"].shape == (40, 4) and adata.obsm["X_genovae"].dtype == np.float32
     assert "genovae_reconstruction_mse" in adata.obs and "vae_score_AML_vs_healthy" in adata.var
-    assert adata.uns["genovae"]["summary"]["run"] == "tiny"
     assert adata.obs["age"].dtype == np.float64 and adata.obs["disease"].dtype == "category"
     assert adata.layers["genovae_input"].shape == (40, 50) and adata.var["genovae_modelled"].dtype == bool
 

@@ -187,13 +187,12 @@ def test_apply_new_encodes_without_retraining(rerun_dir):
 def test_apply_new_never_redecides_and_reads_every_format(rerun_dir):
     """A changed threshold does not make apply_new re-decide or re-select (the run's other results
     would go stale); new_data takes the formats of data (here an .h5ad, genes x samples TSV)."""
-    from genovae.h5ad import write_h5ad
+    import anndata
 
     src = pd.read_csv(rerun_dir / "resources/khan_srbct/expression.tsv.gz", sep="\t", index_col=0)
     new = src.iloc[:6].rename(index=lambda s: f"new_{s}")
-    write_h5ad(rerun_dir / "new.h5ad", X=new.to_numpy(dtype="float32"),
-               obs=pd.DataFrame({"site": ["a", "b"] * 3}, index=new.index),
-               var=pd.DataFrame(index=new.columns))
+    anndata.AnnData(X=new.to_numpy(dtype="float32"), obs=pd.DataFrame({"site": ["a", "b"] * 3}, index=new.index),
+                    var=pd.DataFrame(index=new.columns)).write_h5ad(rerun_dir / "new.h5ad")
     new.T.to_csv(rerun_dir / "new_t.tsv", sep="\t")
     change(rerun_dir, retrain={"threshold": 0.5})  # the run's decisions are now stale
     selection = (rerun_dir / R / "model/selection.json").read_bytes()
@@ -209,6 +208,10 @@ def test_apply_new_never_redecides_and_reads_every_format(rerun_dir):
                   "new_data={expression: new_t.tsv, orientation: genes_by_samples, name: t}")
     t = pd.read_csv(rerun_dir / R / "new/t/latent.tsv", sep="\t").filter(regex=r"^z")
     assert (h5.filter(regex=r"^z").to_numpy() - t.to_numpy()).max() < 1e-6  # same values, same latent means
+    from conftest import check_every_h5ad
+
+    # apply_new writes tables only: the run's .h5ad is still just latent.h5ad, and it reads
+    assert check_every_h5ad(rerun_dir / R) == [rerun_dir / R / "latent.h5ad"]
 
 
 def test_apply_new_without_a_finished_run_says_so(tmp_path):

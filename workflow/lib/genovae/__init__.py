@@ -11,10 +11,9 @@ behaviour they own:
 - ``io``: reading expression matrices and sample sheets, atomic writes.
 - ``collect``: validation of the inputs into one canonical matrix + manifest.
 - ``sources``: every input format, one module each (plain tables and Parquet, GEO
-  series matrix, featureCounts, Salmon, .h5ad), format detection, GEO download
+  series matrix, featureCounts, Salmon, .h5ad read with anndata), format detection, GEO download
   URLs, sha256 checks of downloads.
-- ``h5ad``: reading and writing the AnnData .h5ad format with h5py.
-- ``export``: ``latent.h5ad`` with the run's results for scanpy/scverse.
+- ``export``: ``latent.h5ad`` with the run's results for scanpy/scverse (written with anndata).
 - ``simulate``: synthetic negative-binomial cohorts with planted genes.
 - ``preprocess``: stratified split and the train-fitted transform.
 - ``model``: the VAE module and its likelihoods.

@@ -20,7 +20,9 @@ the collected matrix:
 - ``uns["genovae"]``: the run's summary (``summary``, and losslessly as
   ``summary_json``), the contrasts and the obsm key.
 
-``scanpy`` reads it directly: ``adata = sc.read_h5ad("latent.h5ad");
+The file is written by ``anndata`` (``AnnData.write_h5ad``, then the layer with
+``anndata.io.write_elem``, into a temporary file renamed into place), so ``scanpy``
+reads it directly: ``adata = sc.read_h5ad("latent.h5ad");
 sc.pp.neighbors(adata, use_rep="X_genovae"); sc.tl.umap(adata)``.
 """
 
@@ -34,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from . import io
-from .h5ad import add_layer, write_h5ad
 from .risk import RISK_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ OBSM_KEY = "X_genovae"
 LOADINGS_KEY = "genovae_loadings"
 INPUT_LAYER = "genovae_input"
 MODELLED = "genovae_modelled"
+#: rows of a features chunk copied into the layer at a time (_add_input_layer)
+LAYER_ROWS = 1024
 #: per-gene scores of risk_genes.tsv written to var, one column per contrast
 SCORE_COLUMNS = tuple(c for c in RISK_COLUMNS if c not in ("contrast", "gene", "in_model", "vae_status"))
 
@@ -124,10 +127,10 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     ``predictions`` (analysis.predict) adds ``obs["genovae_predicted"]`` and one
     ``obs["genovae_probability_<group>"]`` per group; ``loadings`` (analysis.loadings) adds
     ``varm["genovae_loadings"]`` (genes x latent dimensions, NaN for genes not modelled).
-    Peak memory: the matrix once, plus blocks (features are read after X is written).
+    Peak memory: the matrix once (row-major float32, which h5py writes without a copy), then
+    the layer once plus a chunk of the features (read after X is written and freed).
     """
-    X = io.read_matrix(matrix)
-    samples_index, genes_index = X.index, X.columns
+    samples_index, genes_index, X = io.read_matrix_values(matrix, order="C")
     lat = io.read_latent(latent).set_index("sample_id")
     err = io.read_reconstruction_errors(errors).set_index("sample_id")
     missing = [s for s in samples_index if s not in lat.index]
@@ -193,19 +196,12 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
         varm[LOADINGS_KEY] = wide.reindex(genes_index).to_numpy(dtype=np.float32)
         uns["genovae"]["varm"] = {LOADINGS_KEY: "change of decoded log2 expression per latent SD, columns "
                                                 + ", ".join(wide.columns) + "; NaN for genes not modelled"}
+    obsm = {OBSM_KEY: lat.loc[samples_index, zcols].to_numpy(dtype=np.float32)}
     with io.atomic_path(out_h5ad) as tmp:
-        write_h5ad(
-            tmp,
-            varm=varm,
-            X=X.to_numpy(dtype=np.float32),
-            obs=obs,
-            var=var,
-            obsm={OBSM_KEY: lat.loc[samples_index, zcols].to_numpy(dtype=np.float32)},
-            uns=uns,
-        )
+        _write_h5ad(tmp, X, obs=obs, var=var, obsm=obsm, varm=varm, uns=uns)
         del X
         if features is not None:
-            _add_input_layer(tmp, features, samples_index, genes_index)
+            _add_input_layer(tmp, features, modelled, samples_index, genes_index)
     log.info(
         "wrote %s: %d obs x %d var, obsm['%s'] with %d dimensions%s",
         out_h5ad, len(samples_index), len(genes_index), OBSM_KEY, len(zcols),
@@ -222,11 +218,95 @@ def _matrix_genes(path):
     return pd.Index([n for n in schema.names if n not in index_cols], dtype=object).astype(str)
 
 
-def _add_input_layer(path, features, samples_index, genes_index):
-    """layers["genovae_input"]: features.parquet's values at their genes' positions, NaN elsewhere."""
-    index, names, values = io.read_matrix_values(features)
-    rows = index.get_indexer(samples_index)
-    if (rows < 0).any():
-        lacking = list(samples_index[rows < 0][:3])
-        raise ValueError(f"{features} lacks {int((rows < 0).sum())} samples of the matrix, e.g. {lacking}")
-    add_layer(path, INPUT_LAYER, values, rows=rows, columns=genes_index.get_indexer(names))
+def anndata_frame(df):
+    """``df`` as genovae writes obs and var: text columns as categoricals, names an .h5ad can hold.
+
+    Text (non-numeric, non-boolean) columns become categoricals of their values as strings,
+    categories sorted, missing values missing; numeric and boolean columns keep their dtype.
+    HDF5 names cannot hold '/' (anndata would nest them), so such column names get '_'.
+    """
+    out, names = {}, []
+    for col in df.columns:
+        name = str(col).replace("/", "_") or "_"
+        while name in names or name == "_index":
+            name += "_"
+        names.append(name)
+        series = df[col]
+        text = isinstance(series.dtype, pd.CategoricalDtype) or not (
+            pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+        )
+        if text:
+            values = series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+            categories = sorted({v for v in values if v is not None})
+            series = pd.Series(pd.Categorical(values, categories=pd.Index(categories, dtype=object)), index=df.index)
+        out[name] = series
+    frame = pd.DataFrame(out, index=pd.Index(df.index.astype(str), dtype=object))
+    frame.index.name = None
+    return frame
+
+
+def uns_value(value):
+    """A JSON-like value (the run's summary) as anndata can store it in ``uns``.
+
+    Dicts keep their structure (keys with '/' get '_', None values are left out); a list
+    of strings or of numbers becomes an array; any other list (of dicts, mixed) a dict
+    keyed "0", "1", ...; other objects their text.
+    """
+    if isinstance(value, dict):
+        return {str(k).replace("/", "_"): uns_value(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (str, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        values = list(value)
+        if not values:
+            return np.array([], dtype=np.float64)
+        if all(isinstance(v, str) for v in values):
+            return np.array(values, dtype=object)
+        if all(isinstance(v, (bool, int, float, np.generic)) for v in values):
+            return np.asarray(values)
+        return uns_value({str(i): v for i, v in enumerate(values)})
+    return str(value)
+
+
+def _write_h5ad(path, X, *, obs, var, obsm, varm, uns):
+    """Write ``path`` with anndata: ``X`` (obs x var; C-ordered, h5py writes it without a copy),
+    obs and var (:func:`anndata_frame`), obsm, varm and uns (:func:`uns_value`)."""
+    import anndata
+
+    adata = anndata.AnnData(
+        X=X,
+        obs=anndata_frame(obs),
+        var=anndata_frame(var),
+        obsm=obsm,
+        varm=varm,
+        uns=uns_value(uns),
+    )
+    adata.write_h5ad(path)
+
+
+def _add_input_layer(path, features, modelled, samples_index, genes_index):
+    """layers["genovae_input"]: features.parquet's values at their genes' positions, NaN elsewhere.
+
+    The layer (float32, obs x var) is filled from features.parquet a chunk of genes
+    (``io.COLUMN_CHUNK``) at a time and written with ``anndata.io.write_elem``: the layer
+    and a chunk in memory, not the features beside it.
+    """
+    import h5py
+    from anndata.io import write_elem
+
+    layer = np.full((len(samples_index), len(genes_index)), np.nan, dtype=np.float32)
+    positions = genes_index.get_indexer(modelled)
+    rows = None
+    for j in range(0, len(modelled), io.COLUMN_CHUNK):
+        index, _, values = io.read_matrix_values(features, columns=modelled[j : j + io.COLUMN_CHUNK])
+        if rows is None:
+            rows = index.get_indexer(samples_index)
+            if (rows < 0).any():
+                lacking = list(samples_index[rows < 0][:3])
+                raise ValueError(f"{features} lacks {int((rows < 0).sum())} samples of the matrix, e.g. {lacking}")
+        columns = positions[j : j + io.COLUMN_CHUNK]
+        for i in range(0, len(rows), LAYER_ROWS):  # a block of rows: no copy of the whole chunk
+            layer[i : i + LAYER_ROWS, columns] = values[rows[i : i + LAYER_ROWS]]
+        del values
+    with h5py.File(path, "r+") as fh:
+        write_elem(fh["layers"], INPUT_LAYER, layer)
