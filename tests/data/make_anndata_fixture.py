@@ -1,9 +1,8 @@
 """Regenerate anndata_0.12.19_cohort.h5ad with the real anndata package.
 
-Run with anndata==0.12.19 (which needs pandas<3, so in its own environment):
+Run with anndata==0.12.19 (pinned in requirements.txt):
 
-    python -m venv /tmp/adenv && /tmp/adenv/bin/pip install anndata==0.12.19
-    /tmp/adenv/bin/python tests/data/make_anndata_fixture.py
+    python tests/data/make_anndata_fixture.py
 
 40 donors x 50 genes: X = log1p-normalised values stored as CSR sparse,
 layers["counts"] = integer counts (genes 1-5 up in AML), obs with a
