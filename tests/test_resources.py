@@ -58,3 +58,36 @@ def test_the_cohort_size_before_collect(tmp_path):
 def test_every_sized_rule_is_a_rule_of_the_workflow(rule):
     text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     assert f'job_mem_mb("{rule}")' in text
+
+
+def test_auto_threads_follow_the_size_of_a_training_step():
+    """train.threads: auto is 1 thread unless batch_size x genes modelled is large (from the config alone)."""
+    assert res.auto_threads(32, 2000) == 1  # the demo, every small cohort
+    assert res.auto_threads(128, 2000) == 1
+    big = res.AUTO_THREADS_MIN_STEP
+    assert res.auto_threads(big // 1000, 1000) == res.AUTO_THREADS_MAX > 1
+    assert res.auto_threads(big // 1000 - 1, 1000) == 1
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("train, top, threads", [
+    ({"threads": "auto"}, 60, "1"),
+    ({"threads": "auto", "batch_size": 4096}, 1000, "2"),  # 4,096 x 1,000 genes: a large step
+    ({"threads": 2}, 60, "2"),  # a number is taken as it is (capped by --cores)
+])
+def test_the_jobs_threads_in_a_dry_run(tmp_path, train, top, threads):
+    import copy
+    import re
+
+    from conftest import TINY_CONFIG, copy_workflow, run_snakemake, write_config
+
+    wd = copy_workflow(tmp_path / "wf")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["train"].update(train)
+    cfg["preprocess"]["n_top_genes"] = top
+    write_config(wd, cfg)
+    out = run_snakemake(wd, "--dry-run").stdout  # --cores 2
+    for rule in ("train", "latent", "test_metrics"):
+        block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+        shown = re.search(r"^\s+threads: (\d+)$", block, re.M)  # Snakemake leaves out "threads: 1"
+        assert (shown.group(1) if shown else "1") == threads, block

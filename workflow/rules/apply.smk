@@ -21,7 +21,7 @@ rule latent:
         f"{R}/benchmarks/latent.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("latent"),
         runtime=job_runtime("latent"),
@@ -47,7 +47,7 @@ rule test_metrics:
         f"{R}/benchmarks/test_metrics.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("test_metrics"),
         runtime=job_runtime("test_metrics"),
@@ -73,7 +73,7 @@ rule risk_genes:
         contrast=r"[1-9][0-9]*",
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("risk_genes"),
         runtime=job_runtime("risk_genes"),
@@ -131,7 +131,7 @@ rule predict:
         f"{R}/benchmarks/predict.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("predict"),
         runtime=job_runtime("predict"),
@@ -159,7 +159,7 @@ rule loadings:
         f"{R}/benchmarks/loadings.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("loadings"),
         runtime=job_runtime("loadings"),

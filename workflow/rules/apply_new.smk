@@ -18,7 +18,7 @@ rule apply_new:
         f"{R}/benchmarks/apply_new/{NEW}.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("apply_new"),
         runtime=job_runtime("apply_new"),

@@ -320,6 +320,19 @@ def cohort_shape():
     return estimated_shape(manifest, simulate, expression)
 
 
+def job_threads():
+    """CPU threads of the training and apply jobs: train.threads, or from the size of a training
+    step when it is `auto` (genovae.resources.auto_threads; from the config alone)."""
+    from genovae.resources import auto_threads
+
+    if S.train.threads == "auto":
+        return auto_threads(S.train.batch_size, S.preprocess.n_top_genes)
+    return S.train.threads
+
+
+THREADS = job_threads()
+
+
 def job_mem_mb(rule):
     """The memory request of a job of ``rule`` (MB; attempt n asks n times), from measured peaks
     scaled with the cohort (genovae.resources). Never a param: it changes no result."""

@@ -27,7 +27,7 @@ rule generate:
         f"{R}/benchmarks/generate.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("generate"),
         runtime=job_runtime("generate"),

@@ -21,7 +21,7 @@ rule train:
         round=r"\d+",
     conda:
         "../../envs/model.yaml"
-    threads: S.train.threads
+    threads: THREADS
     resources:
         mem_mb=job_mem_mb("train"),
         runtime=job_runtime("train"),

@@ -104,3 +104,28 @@ def estimated_shape(manifest=None, simulate=None, expression=None):
         values = os.path.getsize(expression) / BYTES_PER_VALUE.get(suffix, 4.0)
         return max(1, int(values)), 1
     return None
+
+
+# ------------------------------------------------------------------ threads
+#: ``train.threads: auto``: a job's CPU threads from the size of one training step
+#: (batch_size x genes modelled), measured by benchmarks/bench_threads.py: below this a second
+#: thread costs more in synchronisation than it computes
+AUTO_THREADS_MIN_STEP = 2_000_000
+#: the most threads ``auto`` asks for (Snakemake scales it down to --cores, SLURM grants it as
+#: cpus-per-task)
+AUTO_THREADS_MAX = 2
+
+
+def auto_threads(batch_size, n_top_genes):
+    """CPU threads of the training and apply jobs under ``train.threads: auto``.
+
+    One thread unless a training step is large (``batch_size x n_top_genes`` of at least
+    :data:`AUTO_THREADS_MIN_STEP`), then :data:`AUTO_THREADS_MAX`. Measured on 2 cores
+    (BENCHMARKS.md, "Threads"): for small steps a second thread makes training slower even on an
+    idle machine, and 3-12x slower under load, where one-thread jobs also run side by side. From
+    the config alone, so that the same config gives the same thread count, hence the same float
+    results, wherever it runs.
+    """
+    if int(batch_size) * int(n_top_genes) >= AUTO_THREADS_MIN_STEP:
+        return AUTO_THREADS_MAX
+    return 1
