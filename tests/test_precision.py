@@ -152,6 +152,10 @@ def test_schema_accepts_the_precisions():
     # a --config override arrives as a string and stays one
     assert coerce_types({"train": {"precision": "bf16"}}, schema)["train"]["precision"] == "bf16"
     assert coerce_types({"train": {"precision": "32"}}, schema)["train"]["precision"] == "32"
+    # an integer or a word (train.threads): '2' is the integer, 'auto' stays the word
+    assert coerce_types({"train": {"threads": "2"}}, schema)["train"]["threads"] == 2
+    assert coerce_types({"train": {"threads": "auto"}}, schema)["train"]["threads"] == "auto"
+    assert coerce_types({"train": {"threads": "two"}}, schema)["train"]["threads"] == "two"  # refused later
     default = {}
     validate(default, str(SCHEMA))
     assert default["train"]["precision"] == "32"

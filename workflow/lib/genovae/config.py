@@ -24,7 +24,10 @@ def _parse_scalar(text, types):
     if "null" in types and text.strip() in ("null", "~", "None", ""):
         return None
     if "string" in types:
-        return text
+        # e.g. train.threads (an integer or 'auto'): '1' is the integer, 'auto' stays text
+        others = [t for t in types if t != "string"]
+        value = _parse_scalar(text, others) if others else text
+        return text if isinstance(value, str) else value
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -56,6 +59,8 @@ def coerce_types(value, schema):
         return [coerce_types(v, schema.get("items", {})) for v in value]
     if isinstance(value, str):
         types = _types(schema)
+        if value in schema.get("enum", ()):  # e.g. train.precision '32', a value as written
+            return value
         if types and types != ["string"]:
             return _parse_scalar(value, types)
     return value
