@@ -90,8 +90,6 @@ def _decision_panel(bx, sel):
         # the passing side of the threshold, lightly shaded
         bx.axhspan(lo if direction == "min" else thr, thr if direction == "min" else hi, color="tab:green", alpha=0.07)
     bx.axhline(thr, color="black", ls="--", lw=1)
-    bx.annotate(f"threshold {thr:.4g}", (1, thr), xycoords=("axes fraction", "data"), xytext=(-3, 3),
-                textcoords="offset points", ha="right", va="bottom", fontsize=8)
     colors = np.where(passed, "tab:green", "tab:red")
     bx.vlines(r[ok], thr, v[ok], colors=colors[ok], lw=2)
     bx.scatter(r[ok], v[ok], c=list(colors[ok]), s=55, zorder=3, edgecolor="black", lw=0.5)
@@ -118,6 +116,8 @@ def _decision_panel(bx, sel):
         Line2D([], [], marker="o", ls="", color="tab:green", markeredgecolor="black", label="passed"),
         Line2D([], [], marker="o", ls="", color="tab:red", markeredgecolor="black", label="failed"),
         Line2D([], [], marker="o", ls="", markersize=13, markerfacecolor="none", color="black", label="selected"),
+        # in the legend, not on the line, where the rounds' stems and the legend would cross the label
+        Line2D([], [], ls="--", lw=1, color="black", label=f"threshold {thr:.4g}"),
     ]
     bx.legend(handles=handles, fontsize=7, loc="upper right", labelspacing=1.0, borderpad=0.8)
     title = "retrain decision" + (f" (selected: round {chosen})" if chosen is not None else "")
