@@ -721,3 +721,20 @@ def test_workflow_download_from_a_server_without_lengths_needs_a_checksum(workdi
     assert not (workdir / "results").exists()
     assert not list(workdir.glob(".snakemake/storage/http/**/expr.tsv"))  # refused before the download
 
+
+
+@pytest.mark.workflow
+def test_workflow_unreachable_server_is_one_line(workdir):
+    """Without genovae's probe the HTTP plugin raised requests' ConnectionError with a full traceback."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_files(workdir)
+    write_config(workdir, file_config(expression=f"http://127.0.0.1:{port}/expr.tsv"))
+    proc = run_snakemake(workdir, "results/tiny/data/manifest.json", check=False)
+    text = assert_user_error(proc, f"genovae: http://127.0.0.1:{port}/expr.tsv: cannot be downloaded: "
+                                   "ConnectionError ([Errno 111] Connection refused)")
+    assert "Traceback" not in text and "requests.exceptions" not in text
+    assert not (workdir / "results").exists()

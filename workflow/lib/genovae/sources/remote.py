@@ -97,8 +97,7 @@ def probe(url, timeout=30, max_redirects=10):
                 r = requests.get(current, allow_redirects=False, timeout=timeout, stream=True)
             r.close()
         except requests.RequestException as exc:
-            reason = str(exc.__cause__ or exc).split("(Caused by ")[-1].rstrip(")")
-            raise InputError(url, f"cannot be downloaded: {type(exc).__name__}: {reason}") from None
+            raise InputError(url, f"cannot be downloaded: {_network_reason(exc)}") from None
         if r.status_code in REDIRECT_STATUSES:
             target = urljoin(current, r.headers.get("Location", ""))
             if not is_url(target):
@@ -117,6 +116,14 @@ def probe(url, timeout=30, max_redirects=10):
             "encoded": bool(headers.get("content-encoding")),
         }
     raise InputError(url, f"more than {max_redirects} redirects")
+
+
+def _network_reason(exc):
+    """requests' nested message in a few words: e.g. ``ConnectionError ([Errno 111] Connection refused)``."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    detail = errno.group(0) if errno else re.sub(r"\s+", " ", text)[:200]
+    return f"{type(exc).__name__} ({detail})"
 
 
 def download_sizes(origins, expected, probe=probe):
