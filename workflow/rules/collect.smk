@@ -43,6 +43,6 @@ else:
             mem_mb=job_mem_mb("collect"),
             runtime=job_runtime("collect"),
         params:
-            collect=collect_params(),
+            collect=COLLECT_PARAMS,
         script:
             "../scripts/collect.py"

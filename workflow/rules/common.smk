@@ -236,18 +236,9 @@ def new_data_params(wildcards):
     select_model or training (e.g. after a threshold change), it applies what the run
     selected. The model's checksum makes apply_new rerun when the run's model changes.
     """
-    params = S.new_data_params(
-        on_disk(f"{R}/model/model.pt"), on_disk(f"{R}/preprocess/transform.json")
+    return with_download_sizes(
+        S.new_data_params(on_disk(f"{R}/model/model.pt"), on_disk(f"{R}/preprocess/transform.json"))
     )
-    try:
-        return with_download_sizes(params)
-    except GenovaeError as exc:
-        raise WorkflowError(f"genovae: {exc}") from None
-
-
-def collect_params():
-    """Rule collect's params; its http(s) inputs are asked for once, when the Snakefile is read."""
-    return COLLECT_PARAMS
 
 
 def with_download_sizes(params):
@@ -255,12 +246,15 @@ def with_download_sizes(params):
 
     The job compares its downloaded copy with it, so a download cut short is refused; a server
     that declares no length needs data.sha256 (genovae.sources.download_sizes). Without URLs the
-    params are unchanged.
+    params are unchanged. A refused URL stops the run with one line.
     """
     origins = params.get("origins") or {}
     if not any(is_url(v) for v in origins.values()):
         return params
-    sizes = download_sizes(origins, expected_sha256(params.get("sha256")), probe=probe_download)
+    try:
+        sizes = download_sizes(origins, expected_sha256(params.get("sha256")), probe=probe_download)
+    except GenovaeError as exc:
+        raise WorkflowError(f"genovae: {exc}") from None
     return dict(params, download_sizes=sizes)
 
 
@@ -283,11 +277,11 @@ def probe_download(url):
 
 
 _PROBED = {}
-# before Snakemake's HTTP plugin meets a URL of data: (or of new_data:, when apply_new is asked for)
-try:
-    COLLECT_PARAMS = with_download_sizes(S.collect_params())
-except GenovaeError as exc:
-    raise WorkflowError(f"genovae: {exc}") from None
+
+
+# collect's params, asked for when the Snakefile is read: before Snakemake's HTTP plugin meets a
+# URL of data (those of new_data are asked for in new_data_inputs, when apply_new runs)
+COLLECT_PARAMS = with_download_sizes(S.collect_params())
 
 
 # -------------------------------------------------------------- resources
@@ -363,12 +357,10 @@ def new_data_inputs(wildcards):
     if not location:
         config_error("new_data.expression", "set it to the new cohort's matrix to run apply_new")
     samples = S.new_data.samples
-    try:  # asked before Snakemake's HTTP plugin meets the URLs (see with_download_sizes)
-        with_download_sizes(
-            {"origins": {"expression": location, "samples": samples}, "sha256": S.new_data.sha256}
-        )
-    except GenovaeError as exc:
-        raise WorkflowError(f"genovae: {exc}") from None
+    # asked before Snakemake's HTTP plugin meets the URLs (see with_download_sizes)
+    with_download_sizes(
+        {"origins": {"expression": location, "samples": samples}, "sha256": S.new_data.sha256}
+    )
     return {
         "expression": input_file(location),
         **({"samples": input_file(samples)} if samples else {}),

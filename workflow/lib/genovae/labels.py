@@ -5,7 +5,7 @@ samples and the same number of dimensions:
 
 * ``silhouette``: mean silhouette width of the label groups (Euclidean); O(n^2), so above
   :data:`SILHOUETTE_MAX` samples it is the mean over a seeded random subsample of that size
-  (standard error about 0.01 or less; every other metric here uses all samples);
+  (standard error about 0.01 or less);
 * ``knn_accuracy``: leave-one-out 5-nearest-neighbour accuracy (above :data:`KNN_QUERY_MAX`
   samples, averaged over a seeded subsample whose neighbours are searched among all samples);
 * ``logreg_auc`` (two groups): cross-validated ROC AUC of a logistic

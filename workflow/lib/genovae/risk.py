@@ -298,10 +298,10 @@ def rank_contrast(model, cohort, transform, name, case_m, ctrl_m, latent_fdr=0.0
     classical["classical_rank"] = _rank(classical["p_value"].fillna(1.0).to_numpy(),
                                         tiebreak=-np.abs(classical["t_stat"].fillna(0.0).to_numpy()))
     df = classical.merge(vae, on="gene", how="outer", sort=False)
-    # the outer merge leaves object columns of True/False/NaN: through "boolean", so that pandas 2's
-    # fillna does not downcast object to bool (deprecated, a FutureWarning in every risk_genes log)
-    df["in_model"] = df["in_model"].astype("boolean").fillna(False).astype(bool)
-    df["vae_call"] = df["vae_call"].astype("boolean").fillna(False).astype(bool)
+    # the outer merge leaves object columns of True/False/NaN: NaN (a gene one route did not see) is
+    # False (no fillna on object columns: pandas 2 warns that it downcasts)
+    df["in_model"] = df["in_model"].eq(True)
+    df["vae_call"] = df["vae_call"].eq(True)
     df["vae_status"] = df["vae_status"].fillna("not modelled")
     df["vae_rank"] = df["vae_rank"].astype("Int64")
     df["classical_rank"] = df["classical_rank"].astype("Int64")
