@@ -17,12 +17,14 @@ import anndata
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from genovae import io, sources
 from genovae.collect import collect
 from genovae.errors import ConfigError, InputError
 from genovae.export import OBSM_KEY, export_h5ad
 from genovae.sources.anndata import read_h5ad
+from genovae.sparse import SparseMatrix
 
 DATA = Path(__file__).resolve().parent / "data"
 H5AD = DATA / "anndata_0.12.19_cohort.h5ad"
@@ -356,10 +358,12 @@ def test_h5ad_written_by_anndata_is_read(tmp_path):
 def test_h5ad_x_is_the_sparse_normalised_matrix(tmp_path):
     values, obs, var = read_h5ad(H5AD)
     counts, _, _ = read_h5ad(H5AD, "counts")
+    assert sparse.issparse(values) and not sparse.issparse(counts)  # each read as stored: X sparse, the layer dense
     expected = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
-    np.testing.assert_allclose(values, expected, rtol=1e-5)
+    np.testing.assert_allclose(values.toarray(), expected, rtol=1e-5)
     matrix, _, _, _ = run(tmp_path, H5AD, condition="disease", value_type="log")
-    np.testing.assert_allclose(matrix.to_numpy(), expected, rtol=1e-5)
+    assert isinstance(matrix, SparseMatrix)  # and collected sparse (genovae.sparse)
+    np.testing.assert_allclose(matrix.column_values(), expected, rtol=1e-5)
 
 
 def test_h5ad_without_the_named_layer(tmp_path):

@@ -236,6 +236,7 @@ def apply_new_data(
     from .model import load_model
     from .preprocess import Transform
     from .pseudonym import apply_to_cohort
+    from .sparse import SparseMatrix
 
     for path, what in ((model, "trained model"), (transform, "fitted transform")):
         if not os.path.isfile(path):
@@ -271,7 +272,13 @@ def apply_new_data(
         sheet = sheet.loc[raw.index]
     # privacy.pseudonymize: keyed pseudonyms (same key as the training cohort) before anything is written
     raw, sheet, _, _, pseudonymized = apply_to_cohort(raw, sheet, privacy)
-    x = np.ascontiguousarray(t.apply(raw).to_numpy(dtype=np.float32))
+    n_genes_given = raw.shape[1]
+    if isinstance(raw, SparseMatrix):  # a sparse cohort: library sizes from all genes, the model's genes dense
+        library_all = raw.row_sums()
+        raw = raw.take_columns(raw.columns.get_indexer(t.genes)).to_frame()
+    else:
+        library_all = raw.to_numpy(dtype=np.float64).sum(axis=1)
+    x = np.ascontiguousarray(t.apply(raw, library_size=library_all).to_numpy(dtype=np.float32))
     n = len(raw)
     spec = blob.get("covariates") or []
     covariates = None
@@ -291,7 +298,7 @@ def apply_new_data(
         x=x,
         target=x,
         library=raw[t.genes].to_numpy(dtype=np.float64).sum(axis=1).astype(np.float32),
-        library_all=raw.to_numpy(dtype=np.float64).sum(axis=1),
+        library_all=library_all,
         genes=list(t.genes),
         covariates=covariates,
         covariate_spec=spec,
@@ -320,7 +327,7 @@ def apply_new_data(
         ],
         "n_samples": int(len(raw)),
         "genes_used": len(t.genes),
-        "genes_ignored": int(raw.shape[1] - len(t.genes)),
+        "genes_ignored": int(n_genes_given - len(t.genes)),
         "privacy": pseudonymized,
     }
     if out_predictions:

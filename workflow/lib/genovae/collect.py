@@ -1,6 +1,7 @@
 """Collect: validate the user's expression matrix and sample sheet.
 
-The result is one canonical samples x genes float32 matrix (Parquet), the
+The result is one canonical samples x genes float32 matrix (Parquet; a sparse
+``.h5ad`` matrix stays sparse, see :mod:`genovae.sparse`), the
 validated sample sheet in the same order, the gene annotation, and a manifest
 with the sha256 of every input. Every problem stops with an
 :class:`~genovae.errors.InputError` that names the file and the problem; no
@@ -23,6 +24,7 @@ import pandas as pd
 
 from . import io, plausible, pseudonym, sources
 from .errors import ConfigError, InputError
+from .sparse import SparseMatrix
 from .sources.common import preview
 from .sources.table import COLUMN_BLOCK, parser_name, read_genes, read_samples
 
@@ -35,6 +37,7 @@ SPLITS = ("train", "val", "test")
 
 def _first_cell(values, test, block=COLUMN_BLOCK):
     """First (row, column) in row-major order where ``test`` holds, checked in column blocks; or None."""
+    block = getattr(values, "block_columns", block)  # a sparse matrix's blocks: genovae.sparse.ColumnBlocks
     first = None
     for j in range(0, values.shape[1], block):
         hit = test(values[:, j : j + block])
@@ -72,6 +75,8 @@ def match_samples(matrix, sheet, expression_path, samples_path, orientation):
         )
     if matrix.index.equals(sheet.index):
         return matrix  # already in the sheet's order: no copy of a large matrix
+    if isinstance(matrix, SparseMatrix):
+        return matrix.take_rows(matrix.index.get_indexer(sheet.index))
     return matrix.loc[sheet.index]
 
 
@@ -100,21 +105,21 @@ def check_values(matrix, value_type, path):
 
 def drop_empty(matrix, value_type, path, warnings):
     """Drop all-zero samples and (for counts/intensity) all-zero genes, with warnings."""
-    values = matrix.to_numpy()
-    zero_samples = ~values.any(axis=1)
+    is_sparse = isinstance(matrix, SparseMatrix)
+    zero_samples = ~(matrix.nonzero_rows() if is_sparse else matrix.to_numpy().any(axis=1))
     if zero_samples.any():
         dropped = matrix.index[zero_samples].tolist()
         msg = f"{path}: dropped {len(dropped)} sample(s) whose values are all zero: {preview(dropped)}"
         log.warning(msg)
         warnings.append(msg)
-        matrix = matrix.loc[~zero_samples]
+        matrix = matrix.take_rows(~zero_samples) if is_sparse else matrix.loc[~zero_samples]
     if value_type in ("counts", "intensity"):
-        zero_genes = ~matrix.to_numpy().any(axis=0)
+        zero_genes = ~(matrix.nonzero_columns() if is_sparse else matrix.to_numpy().any(axis=0))
         if zero_genes.any():
             msg = f"{path}: dropped {int(zero_genes.sum())} gene(s) that are zero in every sample"
             log.warning(msg)
             warnings.append(msg)
-            matrix = matrix.loc[:, ~zero_genes]
+            matrix = matrix.take_columns(~zero_genes) if is_sparse else matrix.loc[:, ~zero_genes]
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise InputError(path, "no samples or no genes are left after dropping all-zero ones")
     return matrix

@@ -37,8 +37,12 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from . import sparse
 from .errors import InputError
 from .risk import bh
+
+#: values per block of genes read by :func:`classical_route` (2**24: 128 MB as float64)
+BLOCK_VALUES = 1 << 24
 
 log = logging.getLogger(__name__)
 
@@ -246,16 +250,6 @@ def moderated_t(n1, mean1, var1, n2, mean2, var2, covariate=None):
 
 
 # ----------------------------------------------------------------- the route
-def _matrix_genes(path):
-    """(gene names in column order, the pandas index column) of a matrix written by io.write_matrix."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    meta = pf.schema_arrow.pandas_metadata or {}
-    index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
-    return [c for c in pf.schema_arrow.names if c not in index_cols]
-
-
 def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, control_mask, block=2000):
     """Moderated t of case vs control for every gene of the collected matrix.
 
@@ -283,16 +277,21 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
     if (case_mask & control_mask).any():
         raise ValueError("a sample is both case and control")
     n_case, n_control = int(case_mask.sum()), int(control_mask.sum())
-    genes = _matrix_genes(matrix_path)
+    genes = list(io.matrix_genes(matrix_path))
     n_genes = len(genes)
-    block = max(int(block), 1)
+    # at most ~BLOCK_VALUES values per block: a few float64 blocks whatever the number of samples
+    block = max(1, min(int(block), BLOCK_VALUES // max(len(sample_ids), 1)))
     counts = transform.value_type == "counts"
 
     rows = None  # positions of sample_ids among the file's rows
+    cohort = io.read_matrix(matrix_path) if sparse.is_sparse_file(matrix_path) else None  # read once
 
     def read(cols):
         nonlocal rows
-        index, _, values = io.read_matrix_values(matrix_path, columns=cols)
+        if cohort is None:
+            index, _, values = io.read_matrix_values(matrix_path, columns=cols)
+        else:
+            index, values = cohort.index, cohort.column_values(cols)
         if rows is None:
             index = pd.Index(index)
             if not index.is_unique:

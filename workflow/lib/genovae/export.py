@@ -6,7 +6,10 @@ the collected matrix:
 - ``X``: the collected matrix (``data/matrix.parquet``, values as given, float32);
 - ``layers["genovae_input"]``: the preprocessed values the model saw
   (``preprocess/features.parquet``: normalised, log, scaled; float32) for the
-  modelled genes, NaN for the genes preprocessing left out;
+  modelled genes, NaN for the genes preprocessing left out. For a sparse cohort
+  (:mod:`genovae.sparse`) ``X`` is sparse (CSR) and these values are
+  ``obsm["genovae_input"]`` instead, one column per gene of
+  ``uns["genovae"]["input_genes"]`` (a dense layer would be the dense cohort);
 - ``obsm["X_genovae"]``: the latent means ``z1..zK`` of the selected model;
 - ``obs``: the sample sheet, ``genovae_split`` and ``genovae_reconstruction_mse``.
   Sheet columns are typed (:func:`typed_sheet`): a column whose every
@@ -35,7 +38,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, sparse
 from .risk import RISK_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,13 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     Peak memory: the matrix once (row-major float32, which h5py writes without a copy), then
     the layer once plus a chunk of the features (read after X is written and freed).
     """
-    samples_index, genes_index, X = io.read_matrix_values(matrix, order="C")
+    is_sparse = sparse.is_sparse_file(matrix)
+    if is_sparse:  # a sparse cohort: X is written sparse (CSR), as scanpy expects single-cell counts
+        cohort = sparse.read(matrix)
+        samples_index, genes_index, X = cohort.index.astype(str), cohort.columns.astype(str), cohort.csr()
+        del cohort
+    else:
+        samples_index, genes_index, X = io.read_matrix_values(matrix, order="C")
     lat = io.read_latent(latent).set_index("sample_id")
     err = io.read_reconstruction_errors(errors).set_index("sample_id")
     missing = [s for s in samples_index if s not in lat.index]
@@ -163,7 +172,7 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     var.index.name = None
     modelled = None
     if features is not None:
-        modelled = _matrix_genes(features)  # the values are read after X is written
+        modelled = io.matrix_genes(features)  # the values are read after X is written
         unknown = modelled[~modelled.isin(genes_index)]
         if len(unknown):
             raise ValueError(f"{features} has {len(unknown)} genes that {matrix} lacks, e.g. {list(unknown[:3])}")
@@ -183,7 +192,13 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
             "summary_json": json.dumps(summ),
         }
     }
-    if features is not None:
+    if features is not None and is_sparse:  # a dense all-genes layer would be the dense cohort
+        uns["genovae"]["obsm"] = {
+            INPUT_LAYER: "preprocessed values the model saw (preprocess/features.parquet), one column per "
+            f"gene of uns['genovae']['input_genes'] (var['{MODELLED}'] True)"
+        }
+        uns["genovae"]["input_genes"] = [str(g) for g in modelled]
+    elif features is not None:
         uns["genovae"]["layers"] = {
             INPUT_LAYER: "preprocessed values the model saw (preprocess/features.parquet); "
             f"NaN for genes not modelled (var['{MODELLED}'] False)"
@@ -197,25 +212,21 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
         uns["genovae"]["varm"] = {LOADINGS_KEY: "change of decoded log2 expression per latent SD, columns "
                                                 + ", ".join(wide.columns) + "; NaN for genes not modelled"}
     obsm = {OBSM_KEY: lat.loc[samples_index, zcols].to_numpy(dtype=np.float32)}
+    if features is not None and is_sparse:
+        index, _, values = io.read_matrix_values(features, columns=modelled, order="C")
+        obsm[INPUT_LAYER] = values[_rows_of(index, samples_index, features)]
+        del values
     with io.atomic_path(out_h5ad) as tmp:
         _write_h5ad(tmp, X, obs=obs, var=var, obsm=obsm, varm=varm, uns=uns)
         del X
-        if features is not None:
+        if features is not None and not is_sparse:
             _add_input_layer(tmp, features, modelled, samples_index, genes_index)
     log.info(
         "wrote %s: %d obs x %d var, obsm['%s'] with %d dimensions%s",
         out_h5ad, len(samples_index), len(genes_index), OBSM_KEY, len(zcols),
-        "" if modelled is None else f", layers['{INPUT_LAYER}'] with {len(modelled)} modelled genes",
+        "" if modelled is None else
+        f", {'obsm' if is_sparse else 'layers'}['{INPUT_LAYER}'] with {len(modelled)} modelled genes",
     )
-
-
-def _matrix_genes(path):
-    """The gene (column) names of a matrix written by :func:`genovae.io.write_matrix`, without its values."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    index_cols = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    return pd.Index([n for n in schema.names if n not in index_cols], dtype=object).astype(str)
 
 
 def anndata_frame(df):
@@ -284,6 +295,15 @@ def _write_h5ad(path, X, *, obs, var, obsm, varm, uns):
     adata.write_h5ad(path)
 
 
+def _rows_of(index, samples_index, features):
+    """Positions of the matrix's samples among the rows of ``features``."""
+    rows = index.get_indexer(samples_index)
+    if (rows < 0).any():
+        lacking = list(samples_index[rows < 0][:3])
+        raise ValueError(f"{features} lacks {int((rows < 0).sum())} samples of the matrix, e.g. {lacking}")
+    return rows
+
+
 def _add_input_layer(path, features, modelled, samples_index, genes_index):
     """layers["genovae_input"]: features.parquet's values at their genes' positions, NaN elsewhere.
 
@@ -300,10 +320,7 @@ def _add_input_layer(path, features, modelled, samples_index, genes_index):
     for j in range(0, len(modelled), io.COLUMN_CHUNK):
         index, _, values = io.read_matrix_values(features, columns=modelled[j : j + io.COLUMN_CHUNK])
         if rows is None:
-            rows = index.get_indexer(samples_index)
-            if (rows < 0).any():
-                lacking = list(samples_index[rows < 0][:3])
-                raise ValueError(f"{features} lacks {int((rows < 0).sum())} samples of the matrix, e.g. {lacking}")
+            rows = _rows_of(index, samples_index, features)
         columns = positions[j : j + io.COLUMN_CHUNK]
         for i in range(0, len(rows), LAYER_ROWS):  # a block of rows: no copy of the whole chunk
             layer[i : i + LAYER_ROWS, columns] = values[rows[i : i + LAYER_ROWS]]

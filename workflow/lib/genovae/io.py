@@ -506,7 +506,17 @@ def concat_tsv(paths, out):
 
 
 def write_matrix(path, df):
-    """Write a samples x genes float32 matrix as Parquet (index = sample ids)."""
+    """Write a samples x genes float32 matrix as Parquet (index = sample ids).
+
+    A :class:`genovae.sparse.SparseMatrix` is written in the long (sparse) layout of
+    :func:`genovae.sparse.write`; :func:`read_matrix` reads either.
+    """
+    from . import sparse
+
+    if isinstance(df, sparse.SparseMatrix):
+        with atomic_path(path) as tmp:
+            sparse.write(tmp, df.astype(np.float32))
+        return
     out = df.astype(np.float32, copy=False)
     out.index.name = "sample_id"
     out.columns = out.columns.astype(str)
@@ -527,10 +537,29 @@ def read_matrix(path, columns=None):
     preallocated column-major float32 array that backs the returned DataFrame
     (the layout pandas itself uses): peak memory is the matrix plus one chunk,
     not the matrix twice (Arrow table + pandas copy). ``columns`` reads only
-    those genes, in that order.
+    those genes, in that order. A sparse cohort (the long layout of
+    :mod:`genovae.sparse`) is returned as a :class:`~genovae.sparse.SparseMatrix`.
     """
+    from . import sparse
+
+    if sparse.is_sparse_file(path):
+        m = sparse.read(path)
+        return m if columns is None else m.take_columns(m.columns.get_indexer([str(c) for c in columns]))
     index, names, values = read_matrix_values(path, columns)
     return pd.DataFrame(values, index=index, columns=names, copy=False)
+
+
+def matrix_genes(path):
+    """The gene (column) names of a matrix written by :func:`write_matrix`, without its values."""
+    import pyarrow.parquet as pq
+
+    from . import sparse
+
+    if sparse.is_sparse_file(path):
+        return sparse.names(path)[1].astype(str)
+    schema = pq.read_schema(path)
+    index_cols = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    return pd.Index([n for n in schema.names if n not in index_cols], dtype=object).astype(str)
 
 
 def read_matrix_values(path, columns=None, order="F"):
@@ -541,6 +570,12 @@ def read_matrix_values(path, columns=None, order="F"):
     """
     import pyarrow.parquet as pq
 
+    from . import sparse
+
+    if sparse.is_sparse_file(path):  # a sparse cohort: only the genes asked for are densified
+        m = sparse.read(path)
+        names = m.columns if columns is None else pd.Index([str(c) for c in columns], dtype=object)
+        return m.index.astype(str), names.astype(str), m.column_values(columns, order=order)
     pf = pq.ParquetFile(path)
     meta = pf.schema_arrow.pandas_metadata or {}
     index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]

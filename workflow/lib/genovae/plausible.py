@@ -48,8 +48,9 @@ BLOCK = 512
 
 
 def _blocks(values):
-    for j in range(0, values.shape[1], BLOCK):
-        yield j, np.asarray(values[:, j : j + BLOCK], dtype=np.float64)
+    width = getattr(values, "block_columns", BLOCK)  # a sparse matrix's blocks: genovae.sparse.ColumnBlocks
+    for j in range(0, values.shape[1], width):
+        yield j, np.asarray(values[:, j : j + width], dtype=np.float64)
 
 
 def _cell(matrix, r, c):

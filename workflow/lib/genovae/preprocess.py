@@ -40,6 +40,7 @@ import pandas as pd
 
 from . import io
 from .errors import ConfigError, InputError
+from .sparse import ColumnBlocks, SparseMatrix
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +143,17 @@ class Transform:
         return x
 
     def scale_log(self, logx):
-        center = np.asarray(self.center)
-        scale = np.asarray(self.scale)
-        z = logx - center  # in place from here: one temporary of the matrix's size, not three
-        z /= scale
-        if self.scaling == "minmax":
-            np.clip(z, 0.0, 1.0, out=z)
-        return z.astype(np.float32)
+        return _scale(logx, np.asarray(self.center), np.asarray(self.scale), self.scaling)
 
     def unscale(self, z, cols=slice(None)):
         """Inverse of :meth:`scale_log` (model space -> log space); ``cols``: the genes ``z`` holds."""
         return np.asarray(z, np.float64) * np.asarray(self.scale)[cols] + np.asarray(self.center)[cols]
 
-    def apply(self, raw):
-        """Transform a raw samples x genes frame (with at least the selected genes)."""
+    def apply(self, raw, library_size=None):
+        """Transform a raw samples x genes frame (with at least the selected genes).
+
+        Counts are divided by ``library_size`` (by default the sum over all of ``raw``'s genes).
+        """
         missing = [g for g in self.genes if g not in raw.columns]
         if missing:
             raise InputError(
@@ -163,7 +161,9 @@ class Transform:
                 f"{len(missing)} of the model's {len(self.genes)} genes are missing, "
                 f"e.g. {missing[:5]}",
             )
-        lib = raw.to_numpy(dtype=np.float64).sum(axis=1) if self.value_type == "counts" else None
+        lib = None
+        if self.value_type == "counts":
+            lib = raw.to_numpy(dtype=np.float64).sum(axis=1) if library_size is None else library_size
         logx = self.to_log(raw[self.genes], library_size=lib)
         return pd.DataFrame(self.scale_log(logx), index=raw.index, columns=self.genes)
 
@@ -181,6 +181,15 @@ class Transform:
             return cls(**json.load(fh))
 
 
+def _scale(logx, center, scale, scaling):
+    """The model input (float32) of log values: (logx - center) / scale, clipped to [0, 1] for minmax."""
+    z = logx - center  # in place from here: one temporary of the matrix's size, not three
+    z /= scale
+    if scaling == "minmax":
+        np.clip(z, 0.0, 1.0, out=z)
+    return z.astype(np.float32)
+
+
 def log_base_value(value_type, log_base):
     if value_type == "counts":
         return float(np.e)
@@ -189,13 +198,22 @@ def log_base_value(value_type, log_base):
     return {"e": float(np.e), "2": 2.0, "10": 10.0}[str(log_base)]
 
 
-#: genes per block: the float64 temporaries of the transform are n_samples x GENE_BLOCK
+#: genes per block: the float64 temporaries of the transform are n_samples x GENE_BLOCK ...
 GENE_BLOCK = 512
+#: ... and at most about BLOCK_VALUES values (2**24: 128 MB as float64), however many samples
+BLOCK_VALUES = 1 << 24
 
 
 def _values(matrix):
-    """The samples x genes values without a copy (float32 for the canonical matrix)."""
-    return matrix.to_numpy() if isinstance(matrix, pd.DataFrame) else np.asarray(matrix)
+    """The samples x genes values without a copy (float32 for the canonical matrix); a sparse
+    cohort's column blocks (:class:`genovae.sparse.ColumnBlocks`)."""
+    if isinstance(matrix, (pd.DataFrame, SparseMatrix)):
+        return matrix.to_numpy()
+    return np.asarray(matrix)
+
+
+def _block_width(values):
+    return max(16, min(GENE_BLOCK, BLOCK_VALUES // max(values.shape[0], 1)))
 
 
 def _gene_block(values, cols):
@@ -208,10 +226,14 @@ def row_sums(values):
 
     The genes are added one after another, as NumPy sums the rows of a
     column-major float64 matrix (the layout pandas gives): the same numbers.
+    A sparse cohort sums its non-zeros.
     """
+    if isinstance(values, ColumnBlocks):
+        return values.matrix.row_sums()
     total = np.zeros(values.shape[0])
-    for j in range(0, values.shape[1], GENE_BLOCK):
-        block = _gene_block(values, slice(j, j + GENE_BLOCK))
+    width = _block_width(values)
+    for j in range(0, values.shape[1], width):
+        block = _gene_block(values, slice(j, j + width))
         for k in range(block.shape[1]):
             total += block[:, k]
     return total
@@ -231,13 +253,17 @@ def fit_transform(
     n_top_genes=2000,
     scaling="zscore",
     gene_selection="auto",
+    scaled=False,
 ):
     """Fit the transform on the train rows of ``matrix``; return (transform, log matrix).
 
-    The matrix is read in blocks of ``GENE_BLOCK`` genes (float64 within a block):
-    memory beyond the matrix itself is a few blocks plus the selected genes'
+    The matrix (a DataFrame, an array or a :class:`~genovae.sparse.SparseMatrix`) is
+    read in blocks of ``GENE_BLOCK`` genes, fewer for many samples (float64 within a
+    block): memory beyond the matrix itself is a few blocks plus the selected genes'
     log values, never a float64 copy of the whole matrix. Every statistic is per
-    gene, so the result equals that of the whole-matrix computation.
+    gene, so the result equals that of the whole-matrix computation. With ``scaled``
+    the second value is the model input instead, ``transform.scale_log(log matrix)``
+    (float32), computed a block at a time: no float64 copy of the selected genes either.
     """
     train_mask = np.asarray(train_mask, bool)
     values = _values(matrix)
@@ -273,8 +299,9 @@ def fit_transform(
     with_mad = ranked and method == "mad"
     with_raw = ranked and method == "seurat_v3"
     raw_mean, raw_var = (np.zeros(n_genes), np.zeros(n_genes)) if with_raw else (None, None)
-    for j in range(0, n_genes, GENE_BLOCK):
-        cols = slice(j, min(j + GENE_BLOCK, n_genes))
+    width = _block_width(values)
+    for j in range(0, n_genes, width):
+        cols = slice(j, min(j + width, n_genes))
         block = _gene_block(values, cols)
         if with_raw:
             raw_tr = block[train_mask]
@@ -310,12 +337,13 @@ def fit_transform(
     report["gene_selection"] = method
     report["selected"] = int(len(idx))
     t.genes = [str(g) for g in _columns(matrix, idx)]
-    logx = np.empty((values.shape[0], len(idx)), order="F")
+    width = _block_width(values)
+    out = np.empty((values.shape[0], len(idx)), dtype=np.float32 if scaled else np.float64, order="F")
     center, scale = np.empty(len(idx)), np.empty(len(idx))
-    for j in range(0, len(idx), GENE_BLOCK):
-        cols = slice(j, j + GENE_BLOCK)
-        logx[:, cols] = t.to_log(_gene_block(values, idx[cols]), library_size=lib)
-        sel = np.asfortranarray(logx[train_mask, cols])
+    for j in range(0, len(idx), width):
+        cols = slice(j, j + width)
+        block = t.to_log(_gene_block(values, idx[cols]), library_size=lib)
+        sel = np.asfortranarray(block[train_mask])
         if scaling == "zscore":
             center[cols], scale[cols] = sel.mean(axis=0), sel.std(axis=0)
         elif scaling == "minmax":
@@ -323,12 +351,14 @@ def fit_transform(
             scale[cols] = sel.max(axis=0) - center[cols]
         else:  # "none" (the schema allows no other value)
             center[cols], scale[cols] = 0.0, 1.0
-    scale = np.where(scale > 1e-8, scale, 1.0)
+        scale[cols] = np.where(scale[cols] > 1e-8, scale[cols], 1.0)
+        out[:, cols] = _scale(block, center[cols], scale[cols], scaling) if scaled else block
+        del block, sel
     t.center = center.tolist()
     t.scale = scale.tolist()
     t.filter_report = report
     log.info("gene selection: %s", report)
-    return t, logx
+    return t, out
 
 
 def resolve_gene_selection(gene_selection, value_type):
@@ -401,8 +431,9 @@ def seurat_v3_variance(values, train_mask, idx, mean, var, span=0.3):
     reg_sd = np.sqrt(10.0**fitted)
     clip = mean + reg_sd * np.sqrt(n)
     score = np.zeros(len(idx))
-    for j in range(0, len(idx), GENE_BLOCK):
-        cols = slice(j, j + GENE_BLOCK)
+    width = _block_width(values)
+    for j in range(0, len(idx), width):
+        cols = slice(j, j + width)
         block = np.minimum(_gene_block(values, idx[cols])[train_mask], clip[cols])
         s1, s2 = block.sum(axis=0), np.square(block).sum(axis=0)
         m = mean[cols]
@@ -412,7 +443,7 @@ def seurat_v3_variance(values, train_mask, idx, mean, var, span=0.3):
 
 
 def _columns(matrix, idx):
-    if isinstance(matrix, pd.DataFrame):
+    if isinstance(matrix, (pd.DataFrame, SparseMatrix)):
         return matrix.columns[idx]
     return [str(i) for i in idx]
 
@@ -440,22 +471,21 @@ def preprocess(
     batch = list(batch or ())
     assignment = split_with_batches(sheet, condition, batch, split, seed, samples_path)
     train_mask = (assignment == "train").to_numpy()
-    t, logx = fit_transform(matrix, train_mask, value_type, **transform_kwargs)
+    t, features = fit_transform(matrix, train_mask, value_type, scaled=True, **transform_kwargs)
     check_latent_dim(len(t.genes), latent_dim, matrix_path)
     split_df = pd.DataFrame(
         {
             "sample_id": matrix.index,
             "split": assignment.to_numpy(),
             "condition": sheet[condition].to_numpy(),
-            "library_size": row_sums(matrix.to_numpy()),
+            "library_size": row_sums(_values(matrix)),
             **{f"covariate:{col}": sheet[col].astype(str).to_numpy() for col in batch},
         }
     )
     n_input = matrix.shape[1]
     index = matrix.index
-    del matrix  # the full matrix is not needed any more: free it before scaling
-    features = pd.DataFrame(t.scale_log(logx), index=index, columns=t.genes, copy=False)
-    del logx
+    del matrix  # the full matrix is not needed any more
+    features = pd.DataFrame(features, index=index, columns=t.genes, copy=False)
     io.write_matrix(out_features, features)
     io.write_tsv(out_split, split_df, float_format="%.10g")
     t.save(out_transform)

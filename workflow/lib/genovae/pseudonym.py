@@ -195,7 +195,10 @@ def pseudonymize_sheet(sheet, mapping, id_column="sample_id"):
 
 
 def pseudonymize_frame(df, mapping):
-    """A frame indexed by raw sample id, re-indexed by pseudonym (the values are not copied)."""
+    """A frame (or :class:`~genovae.sparse.SparseMatrix`) indexed by raw sample id, re-indexed by
+    pseudonym (the values are not copied)."""
+    if hasattr(df, "with_index"):
+        return df.with_index(pd.Index([mapping[str(i)] for i in df.index], name=df.index.name))
     return df.set_axis(pd.Index([mapping[str(i)] for i in df.index], name=df.index.name), axis=0)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import io
 from ..errors import InputError
+from ..sparse import SparseMatrix
 from .common import Source, check_ids, note
 
 
@@ -33,14 +34,14 @@ def _element(path, fh, layer):
     return fh["layers"][layer]
 
 
-def _dense(path, name, values):
-    """A matrix anndata read (dense or CSR/CSC sparse) as one dense float64 array (sparse: densified once)."""
+def _matrix(path, name, values):
+    """A matrix anndata read, checked: dense as a float64 array, sparse (CSR/CSC) as scipy sparse (not densified)."""
     from scipy import sparse
 
     if sparse.issparse(values):
         if values.dtype.kind not in "biuf":
             raise InputError(path, f"'{name}' holds {values.dtype} values, not numbers")
-        return values.astype(np.float64, copy=False).toarray()
+        return values if values.dtype.kind == "f" else values.astype(np.float64)
     if not isinstance(values, np.ndarray):
         raise InputError(path, f"'{name}' is a {type(values).__name__}, not a matrix genovae can read")
     if values.ndim != 2:
@@ -51,8 +52,9 @@ def _dense(path, name, values):
 
 
 def read_h5ad(path, layer=None):
-    """``(values, obs, var)`` of an .h5ad: X (or ``layers[layer]``) as a dense obs x var float64 array,
-    obs and var as anndata reads them (index = obs_names / var_names)."""
+    """``(values, obs, var)`` of an .h5ad: X (or ``layers[layer]``) as a dense obs x var float64 array
+    or, stored sparse, as the scipy sparse matrix (float; never densified), obs and var as anndata
+    reads them (index = obs_names / var_names)."""
     import h5py
     from anndata.io import read_elem
 
@@ -80,19 +82,34 @@ def read_h5ad(path, layer=None):
             values = read_elem(element)
         except Exception as exc:
             raise InputError(path, f"anndata cannot read '{name}' as a matrix: {exc}") from exc
-    values = _dense(path, name, values)
+    values = _matrix(path, name, values)
     if values.shape != (len(obs), len(var)):
         raise InputError(path, f"matrix shape {values.shape} does not match obs ({len(obs)}) x var ({len(var)})")
     return values, obs, var
 
 
+def _stored(matrix):
+    if not isinstance(matrix, SparseMatrix):
+        return ""
+    return f", sparse ({matrix.nnz / max(np.prod(matrix.shape), 1):.1%} non-zero), kept sparse"
+
+
 def read_anndata(path, layer=None):
-    """An AnnData .h5ad: X (or ``layers[layer]``), obs as the sample sheet, var_names as genes."""
+    """An AnnData .h5ad: X (or ``layers[layer]``), obs as the sample sheet, var_names as genes.
+
+    A sparse X (or layer) becomes a :class:`~genovae.sparse.SparseMatrix`, a dense one a DataFrame.
+    """
+    from scipy import sparse
+
     io.check_readable(path)
     values, obs, var = read_h5ad(path, layer)
     check_ids(path, obs.index, "sample (obs_names)")
     check_ids(path, var.index, "gene (var_names)")
-    matrix = pd.DataFrame(values, index=obs.index.astype(str), columns=var.index.astype(str), copy=False)
+    ids, names = obs.index.astype(str), var.index.astype(str)
+    if sparse.issparse(values):  # a sparse cohort stays sparse (genovae.sparse)
+        matrix = SparseMatrix(values, ids, names)
+    else:
+        matrix = pd.DataFrame(values, index=ids, columns=names, copy=False)
     sheet = obs.copy()
     for col in sheet.columns:
         s = sheet[col]
@@ -110,7 +127,7 @@ def read_anndata(path, layer=None):
         notes,
         path,
         f"AnnData: {'X' if layer is None else f'layer {layer!r}'} of {matrix.shape[0]} obs x "
-        f"{matrix.shape[1]} var; obs ({obs.shape[1]} columns) is the sample sheet",
+        f"{matrix.shape[1]} var{_stored(matrix)}; obs ({obs.shape[1]} columns) is the sample sheet",
     )
     return Source(
         values=matrix,

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .. import io
 from ..errors import InputError
+from ..sparse import SparseMatrix
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,27 @@ def read_text_table(path, sep, skiprows=0, text=None):
         )
 
 
+def _check_sparse_finite(matrix, path):
+    """A sparse matrix's stored values: the first missing or infinite one (row-major order) stops."""
+    csr = matrix.csr()
+    for bad, what in ((np.isnan(csr.data), "missing values (NaN)"), (np.isinf(csr.data), "infinite values")):
+        if bad.any():
+            k = int(np.argmax(bad))
+            r = int(np.searchsorted(csr.indptr, k, side="right") - 1)
+            raise InputError(
+                path, f"{int(bad.sum())} {what}, first in row {matrix.index[r]!r}, column "
+                f"{matrix.columns[csr.indices[k]]!r}; impute or remove them before running genovae",
+            )
+    return matrix
+
+
 def to_numeric(df, path):
-    """Cells as float64 (row and column ids kept); the first non-numeric, missing or infinite cell stops."""
+    """Cells as float64 (row and column ids kept); the first non-numeric, missing or infinite cell stops.
+
+    A :class:`~genovae.sparse.SparseMatrix` (numbers already) has its stored values checked.
+    """
+    if isinstance(df, SparseMatrix):
+        return _check_sparse_finite(df, path)
     bad_cols = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     for c in bad_cols:
         conv = pd.to_numeric(df[c], errors="coerce")

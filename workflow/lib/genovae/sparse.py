@@ -1,0 +1,232 @@
+"""Sparse cohorts: a sparse samples x genes matrix with its names, and how it is stored.
+
+A single-cell cohort is mostly zeros: 200,000 cells x 20,000 genes at 5 % non-zero is
+16 GB dense in float32 but 1.6 GB as CSR. A sparse ``X`` (or layer) of an ``.h5ad``
+therefore stays sparse from collect onward (:class:`SparseMatrix`):
+
+* collect checks it a block of genes at a time (:meth:`SparseMatrix.to_numpy` gives the
+  column blocks the dense checks read) and writes it with :func:`write` as Parquet in
+  *long* form, one row per non-zero, ordered by gene (compressed sparse column);
+* preprocess reads it back (:func:`read`), computes library sizes from it and densifies
+  only one block of genes, then the selected genes;
+* training, evaluation and the risk-gene routes read only the genes they need
+  (:meth:`SparseMatrix.column_values`): the selected genes are dense, as in scvi-tools
+  (whose batches densify a few thousand highly variable genes);
+* export_h5ad writes it as a sparse ``X``.
+
+The long Parquet file (``data/matrix.parquet`` of such a cohort) has three columns,
+``gene`` and ``sample`` (int32 positions) and ``value`` (float32), and the sample and gene
+names in its schema metadata (key ``genovae``). ``pandas.read_parquet`` reads it as that
+long table; :func:`genovae.io.read_matrix` reads either layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+#: schema metadata key of the long (sparse) layout
+META_KEY = b"genovae"
+LAYOUT = "sparse_csc"
+#: non-zeros per Parquet row group (written and read a group at a time)
+ROW_GROUP = 1 << 22
+#: dense values per column block that :class:`ColumnBlocks` hands to the dense checks (float64: 32 MB)
+BLOCK_VALUES = 1 << 22
+
+
+class SparseMatrix:
+    """A samples x genes scipy sparse matrix with its sample ids (``index``) and gene names (``columns``).
+
+    It holds one scipy representation at a time: CSC for reading genes (columns), CSR for
+    taking samples (rows); each conversion replaces the other, so the matrix is in memory
+    once (twice while converting).
+    """
+
+    def __init__(self, values, index, columns):
+        from scipy import sparse
+
+        if not sparse.issparse(values):
+            raise TypeError("SparseMatrix needs a scipy sparse matrix")
+        values.eliminate_zeros()  # stored zeros are not "non-zero" (empty samples and genes)
+        self.values = values
+        self.index = pd.Index(index)
+        self.columns = pd.Index(columns)
+        if values.shape != (len(self.index), len(self.columns)):
+            raise ValueError(f"values {values.shape} do not match {len(self.index)} ids x {len(self.columns)} genes")
+
+    # ------------------------------------------------------------ shape and format
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def nnz(self):
+        return int(self.values.nnz)
+
+    @property
+    def nbytes(self):
+        """Bytes of the compressed matrix (data, indices and pointers)."""
+        v = self.values
+        return int(v.data.nbytes + v.indices.nbytes + v.indptr.nbytes)
+
+    def _as(self, fmt):
+        if self.values.format != fmt:
+            self.values = self.values.asformat(fmt)
+        if not self.values.has_sorted_indices:
+            self.values.sort_indices()
+        return self.values
+
+    def csc(self):
+        return self._as("csc")
+
+    def csr(self):
+        return self._as("csr")
+
+    def astype(self, dtype):
+        if self.values.dtype != dtype:
+            self.values = self.values.astype(dtype)
+        return self
+
+    # ------------------------------------------------------------ reading
+    def to_numpy(self):
+        """Column blocks, read like a dense array: ``m.to_numpy()[:, j:k]`` is a dense block of genes."""
+        return ColumnBlocks(self)
+
+    def column_values(self, columns=None, order="F", dtype=np.float32):
+        """Dense values of the genes ``columns`` (names; all when None), samples x genes."""
+        csc = self.csc()
+        if columns is None:
+            sel = csc
+        else:
+            pos = self.columns.get_indexer(pd.Index([str(c) for c in columns]))
+            if (pos < 0).any():
+                missing = [c for c, p in zip(columns, pos) if p < 0]
+                raise KeyError(f"no column(s) {missing[:5]}")
+            sel = csc[:, pos]
+        return np.asarray(sel.toarray(order=order), dtype=dtype, order=order)
+
+    def row_sums(self):
+        """Per-sample float64 sums over all genes."""
+        return np.asarray(self.values.sum(axis=1, dtype=np.float64)).ravel()
+
+    def nonzero_rows(self):
+        return np.diff(self.csr().indptr) > 0 if self.nnz else np.zeros(self.shape[0], bool)
+
+    def nonzero_columns(self):
+        return np.diff(self.csc().indptr) > 0 if self.nnz else np.zeros(self.shape[1], bool)
+
+    # ------------------------------------------------------------ selecting
+    def take_rows(self, positions):
+        """The samples at ``positions`` (integers or a boolean mask), in that order."""
+        return SparseMatrix(self.csr()[positions], self.index[positions], self.columns)
+
+    def take_columns(self, positions):
+        return SparseMatrix(self.csc()[:, positions], self.index, self.columns[positions])
+
+    def with_index(self, index):
+        return SparseMatrix(self.values, index, self.columns)
+
+    def to_frame(self):
+        """The dense DataFrame (float32): only for cohorts small enough to be dense."""
+        return pd.DataFrame(self.column_values(), index=self.index, columns=self.columns, copy=False)
+
+
+class ColumnBlocks:
+    """What dense code reads from ``matrix.to_numpy()``, for a :class:`SparseMatrix`.
+
+    ``blocks[:, cols]`` (a slice or an index array of genes) is a dense float array of
+    those genes and ``blocks[r, c]`` one value; ``shape``, ``size``, ``dtype`` and
+    ``block_columns`` (genes per block that keeps a float64 block near ``BLOCK_VALUES``)
+    are those of the dense matrix. Nothing else of an array is offered.
+    """
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.shape = matrix.shape
+        self.size = int(np.prod(self.shape))
+        self.dtype = matrix.values.dtype
+        self.block_columns = max(16, BLOCK_VALUES // max(self.shape[0], 1))
+
+    def __getitem__(self, key):
+        rows, cols = key
+        csc = self.matrix.csc()
+        if isinstance(rows, (int, np.integer)) and isinstance(cols, (int, np.integer)):
+            return csc.dtype.type(csc[int(rows), int(cols)])
+        if not (isinstance(rows, slice) and rows == slice(None)):
+            raise IndexError("ColumnBlocks reads whole genes: [:, columns] or [row, column]")
+        return csc[:, cols].toarray()
+
+
+# ---------------------------------------------------------------- storage
+def is_sparse_file(path):
+    """True when ``path`` is a matrix Parquet file in the long (sparse) layout of :func:`write`."""
+    import pyarrow.parquet as pq
+
+    return META_KEY in (pq.read_schema(path).metadata or {})
+
+
+def _meta(schema, path):
+    meta = json.loads(schema.metadata[META_KEY])
+    if meta.get("layout") != LAYOUT:
+        raise ValueError(f"{path}: unknown genovae matrix layout {meta.get('layout')!r}")
+    return meta
+
+
+def names(path):
+    """(sample ids, gene names) of a sparse matrix file, without its values."""
+    import pyarrow.parquet as pq
+
+    meta = _meta(pq.read_schema(path), path)
+    return pd.Index(meta["samples"], dtype=object), pd.Index(meta["genes"], dtype=object)
+
+
+def write(path, matrix):
+    """Write ``matrix`` (a :class:`SparseMatrix`) to ``path`` in the long layout, ``ROW_GROUP`` non-zeros at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csc = matrix.csc()
+    n, g = csc.shape
+    meta = {"layout": LAYOUT, "shape": [int(n), int(g)],
+            "samples": [str(s) for s in matrix.index], "genes": [str(c) for c in matrix.columns]}
+    schema = pa.schema([("gene", pa.int32()), ("sample", pa.int32()), ("value", pa.float32())],
+                       metadata={META_KEY: json.dumps(meta).encode()})
+    gene_of = np.repeat(np.arange(g, dtype=np.int32), np.diff(csc.indptr))
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for k in range(0, max(csc.nnz, 1), ROW_GROUP):
+            part = slice(k, k + ROW_GROUP)
+            writer.write_table(pa.table(
+                [pa.array(gene_of[part]), pa.array(csc.indices[part].astype(np.int32, copy=False)),
+                 pa.array(csc.data[part].astype(np.float32, copy=False))], schema=schema))
+    del gene_of
+
+
+def read(path):
+    """The :class:`SparseMatrix` of a file written by :func:`write` (CSC, float32)."""
+    import pyarrow.parquet as pq
+    from scipy import sparse
+
+    pf = pq.ParquetFile(path)
+    meta = _meta(pf.schema_arrow, path)
+    n, g = meta["shape"]
+    nnz = pf.metadata.num_rows
+    counts = np.zeros(g, dtype=np.int64)
+    rows = np.empty(nnz, dtype=np.int32)
+    data = np.empty(nnz, dtype=np.float32)
+    k = 0
+    for i in range(pf.num_row_groups):  # a row group at a time: no Arrow copy of the whole matrix
+        part = pf.read_row_group(i, use_threads=False)
+        m = part.num_rows
+        counts += np.bincount(part.column("gene").to_numpy(), minlength=g)
+        rows[k : k + m] = part.column("sample").to_numpy()
+        data[k : k + m] = part.column("value").to_numpy()
+        k += m
+        del part
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    values = sparse.csc_matrix((data, rows, indptr), shape=(n, g))
+    return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), pd.Index(meta["genes"], dtype=object))
