@@ -504,3 +504,22 @@ def test_loop_stops_when_a_round_does_not_improve():
     assert walk_rounds([_d(0.3, metric="val_r2"), _d(0.2, metric="val_r2")], 5)[0] == 2
     assert loop_continues(_d(1.05), 2, 5, best_before=1.10) is True
     assert loop_continues(_d(1.10), 2, 5, best_before=1.10) is False  # equal is no improvement
+
+
+def test_posterior_draws_subsample_only_large_groups():
+    """An atlas-sized contrast decodes at most POSTERIOR_PER_GROUP samples per group, seeded."""
+    from genovae.risk import posterior_samples
+
+    idx = np.arange(100, 160)
+    lab = np.arange(60) < 12  # 12 case, 48 control
+    same_idx, same_lab = posterior_samples(idx, lab, seed=4, per_group=50)
+    np.testing.assert_array_equal(same_idx, idx)  # both groups small enough: untouched
+    np.testing.assert_array_equal(same_lab, lab)
+    cut_idx, cut_lab = posterior_samples(idx, lab, seed=4, per_group=20)
+    assert cut_lab.sum() == 12 and (~cut_lab).sum() == 20  # the large group cut, the small one kept whole
+    assert set(cut_idx[cut_lab]) == set(idx[lab]) and set(cut_idx) <= set(idx)
+    assert np.all(np.diff(cut_idx) > 0)  # cohort order kept
+    again, _ = posterior_samples(idx, lab, seed=4, per_group=20)
+    other, _ = posterior_samples(idx, lab, seed=5, per_group=20)
+    np.testing.assert_array_equal(again, cut_idx)
+    assert not np.array_equal(other, cut_idx)

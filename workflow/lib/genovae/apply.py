@@ -166,14 +166,21 @@ def risk_step(
     from . import io
     from .de import classical_route
     from .errors import InputError
+    from .preprocess import Transform
     from .risk import annotate, contrasts, rank_contrast
 
-    vae, _, t, cohort = _load(model, features, split, matrix, transform, threads)
-    every = contrasts(cohort.condition, case, control)
+    # the classical route first, from the split alone: the collected matrix (every gene) and the
+    # model's cohort are never in memory together
+    groups = io.read_split(split)
+    every = contrasts(groups["condition"].to_numpy(), case, control)
     if not 1 <= int(contrast) <= len(every):
         raise InputError(split, f"contrast {contrast} was asked for, but the cohort has {len(every)}; rerun the workflow")
     name, case_m, ctrl_m = every[int(contrast) - 1]
-    classical, info = classical_route(matrix, t, cohort.sample_ids, cohort.library_all, case_m, ctrl_m)
+    classical, info = classical_route(matrix, Transform.load(transform), groups["sample_id"].to_numpy(),
+                                      groups["library_size"].to_numpy(dtype=np.float64), case_m, ctrl_m)
+    del groups
+    vae, _, t, cohort = _load(model, features, split, matrix, transform, threads)
+    name, case_m, ctrl_m = contrasts(cohort.condition, case, control)[int(contrast) - 1]
     risk, dims, route = rank_contrast(
         vae, cohort, t, name, case_m, ctrl_m, latent_fdr, classical=classical, draws=vae_draws,
         permutations=vae_permutations, lfc_delta=lfc_delta, risk_fdr=risk_fdr, seed=int(seed) + int(contrast),
