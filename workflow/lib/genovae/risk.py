@@ -68,8 +68,8 @@ PERMUTATION_LEVEL = 0.05
 
 #: samples per group in the posterior draws: a larger group is subsampled (seeded). The groups' mean
 #: decoded expression is then known to well within the draws' spread, and a 200,000-cell cohort costs
-#: 32 draws x 10,000 decodes per contrast instead of 32 x 200,000
-POSTERIOR_PER_GROUP = 5000
+#: 32 draws x 4,000 decodes per contrast instead of 32 x 200,000
+POSTERIOR_PER_GROUP = 2000
 
 
 def posterior_samples(idx, lab, seed, per_group=POSTERIOR_PER_GROUP):
