@@ -17,6 +17,7 @@ from pathlib import Path
 import anndata
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from scipy import sparse
 
@@ -87,11 +88,28 @@ def test_storage_round_trip_and_long_layout(tmp_path):
     index, names, values = io.read_matrix_values(path, columns=["gene05", "gene02"], order="C")
     np.testing.assert_array_equal(values, counts[:, [5, 2]])
     assert values.flags.c_contiguous and list(names) == ["gene05", "gene02"]
+    with pytest.raises(KeyError, match="gene99"):
+        io.read_matrix(path, columns=["gene01", "gene99"])
     long = pd.read_parquet(path)  # what another tool sees: one row per non-zero
     assert list(long.columns) == ["gene", "sample", "value"] and len(long) == np.count_nonzero(counts)
     dense = tmp_path / "d.parquet"
     io.write_matrix(dense, m.to_frame())
     assert not gsparse.is_sparse_file(dense)
+
+
+def test_reading_some_genes_across_row_groups(tmp_path, monkeypatch):
+    """Genes picked (in any order) from a file of many row groups: only their non-zeros, sorted."""
+    monkeypatch.setattr(gsparse, "ROW_GROUP", 7)
+    counts, obs, var = cohort(n=40, g=25)
+    path = tmp_path / "m.parquet"
+    io.write_matrix(path, SparseMatrix(sparse.csr_matrix(counts), obs.index, var.index))
+    assert pq.ParquetFile(path).num_row_groups > 20
+    pick = ["gene17", "gene03", "gene11", "gene04"]
+    some = io.read_matrix(path, columns=pick)
+    assert list(some.columns) == pick and some.nnz == np.count_nonzero(counts[:, [17, 3, 11, 4]])
+    assert some.values.has_sorted_indices
+    np.testing.assert_array_equal(some.column_values(), counts[:, [17, 3, 11, 4]])
+    np.testing.assert_array_equal(io.read_matrix(path).column_values(), counts)
 
 
 def test_collect_keeps_sparse_and_matches_dense(twins):

@@ -543,8 +543,7 @@ def read_matrix(path, columns=None):
     from . import sparse
 
     if sparse.is_sparse_file(path):
-        m = sparse.read(path)
-        return m if columns is None else m.take_columns(m.columns.get_indexer([str(c) for c in columns]))
+        return sparse.read(path, columns)
     index, names, values = read_matrix_values(path, columns)
     return pd.DataFrame(values, index=index, columns=names, copy=False)
 
@@ -572,10 +571,9 @@ def read_matrix_values(path, columns=None, order="F"):
 
     from . import sparse
 
-    if sparse.is_sparse_file(path):  # a sparse cohort: only the genes asked for are densified
-        m = sparse.read(path)
-        names = m.columns if columns is None else pd.Index([str(c) for c in columns], dtype=object)
-        return m.index.astype(str), names.astype(str), m.column_values(columns, order=order)
+    if sparse.is_sparse_file(path):  # a sparse cohort: only the genes asked for are read and densified
+        m = sparse.read(path, columns)
+        return m.index.astype(str), m.columns.astype(str), m.column_values(order=order)
     pf = pq.ParquetFile(path)
     meta = pf.schema_arrow.pandas_metadata or {}
     index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]

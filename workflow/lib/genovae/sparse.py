@@ -206,27 +206,45 @@ def write(path, matrix):
     del gene_of
 
 
-def read(path):
-    """The :class:`SparseMatrix` of a file written by :func:`write` (CSC, float32)."""
+def read(path, columns=None):
+    """The :class:`SparseMatrix` of a file written by :func:`write` (CSC, float32).
+
+    ``columns`` (gene names) reads only those genes, in that order: a row group at a time, the
+    other genes' non-zeros are dropped as they are read (training reads the selected genes'
+    counts this way, without the rest of the cohort).
+    """
     import pyarrow.parquet as pq
     from scipy import sparse
 
     pf = pq.ParquetFile(path)
     meta = _meta(pf.schema_arrow, path)
     n, g = meta["shape"]
-    nnz = pf.metadata.num_rows
-    counts = np.zeros(g, dtype=np.int64)
-    rows = np.empty(nnz, dtype=np.int32)
-    data = np.empty(nnz, dtype=np.float32)
-    k = 0
+    genes = pd.Index(meta["genes"], dtype=object)
+    if columns is not None:
+        names = pd.Index([str(c) for c in columns], dtype=object)
+        pos = genes.get_indexer(names)
+        if (pos < 0).any():
+            raise KeyError(f"{path}: no column(s) {list(names[pos < 0][:5])}")
+        new_of = np.full(g, -1, dtype=np.int64)  # file gene -> position in the result
+        new_of[pos] = np.arange(len(pos))
+        genes, g = names, len(pos)
+    parts, counts = [], np.zeros(g, dtype=np.int64)
     for i in range(pf.num_row_groups):  # a row group at a time: no Arrow copy of the whole matrix
         part = pf.read_row_group(i, use_threads=False)
-        m = part.num_rows
-        counts += np.bincount(part.column("gene").to_numpy(), minlength=g)
-        rows[k : k + m] = part.column("sample").to_numpy()
-        data[k : k + m] = part.column("value").to_numpy()
-        k += m
+        gene = part.column("gene").to_numpy()
+        rows, data = part.column("sample").to_numpy(), part.column("value").to_numpy()
         del part
+        if columns is not None:
+            gene = new_of[gene]
+            keep = gene >= 0
+            gene, rows, data = gene[keep], rows[keep], data[keep]
+        counts += np.bincount(gene, minlength=g)
+        parts.append((gene, rows.copy(), data.copy()))
+    gene = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    order = np.argsort(gene, kind="stable") if columns is not None else slice(None)  # by gene, then sample
+    rows = np.concatenate([p[1] for p in parts])[order] if parts else np.zeros(0, np.int32)
+    data = np.concatenate([p[2] for p in parts])[order] if parts else np.zeros(0, np.float32)
+    del parts, gene
     indptr = np.concatenate([[0], np.cumsum(counts)])
     values = sparse.csc_matrix((data, rows, indptr), shape=(n, g))
-    return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), pd.Index(meta["genes"], dtype=object))
+    return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), genes)
