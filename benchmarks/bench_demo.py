@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 
 import _common
-from _common import machine
-from bench_scale import read_benchmarks, union_seconds
+from _common import machine, read_benchmarks, union_seconds
 
 PARTS = ("Snakefile", "workflow", "config", "envs", "resources")
 PREAMBLE = "import pickle, snakemake.io; from snakemake.logging import logger; from snakemake.iocontainers import Snakemake"

@@ -27,18 +27,15 @@ data is left in the work folder; delete it when done.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 import _common
-from _common import machine
+from _common import machine, run_workflow, work_folder, write_run_config
 
 RUN = "scale"
 ROW_GROUP = 1000
@@ -99,38 +96,7 @@ def write_config(workdir, expr, sheet, a):
                   "threads": a.cores, "device": "auto", "checkpoint_every": 10},
         "retrain": {"metric": "val_mse_ratio_pca", "threshold": 100.0, "max_rounds": 1},
     }
-    path = workdir / "config.yaml"
-    import yaml
-
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    # the Snakefile names config/config.yaml (relative to the working directory) as its base config
-    (workdir / "config").mkdir(exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def read_benchmarks(bench_dir):
-    """Per job: Snakemake's benchmark figures, and the true peak memory its log reports
-    (Snakemake's max_rss samples about once a second and can miss a short peak)."""
-    from genovae.provenance import job_times
-
-    logged = job_times(Path(bench_dir).parent / "logs")
-    rows = []
-    for f in sorted(Path(bench_dir).rglob("*.tsv")):
-        with open(f) as fh:
-            rec = next(csv.DictReader(fh, delimiter="\t"))
-        name = str(f.relative_to(bench_dir))[: -len(".tsv")]
-        peak = logged.get(name + ".log", {}).get("peak_memory_mb")
-        rows.append({
-            "job": name,
-            "rule": name.split("/")[0],
-            "s": float(rec["s"]),
-            "max_rss_mb": float(rec["max_rss"]) if rec.get("max_rss", "NA") != "NA" else None,
-            "cpu_time_s": float(rec["cpu_time"]) if rec.get("cpu_time", "NA") != "NA" else None,
-            "end_mtime": f.stat().st_mtime,
-            "peak_rss_mb": None if peak is None else float(peak),
-        })
-    return rows
+    return write_run_config(workdir, cfg)
 
 
 def matrix_mb(rule, n, g, top):
@@ -146,16 +112,6 @@ def matrix_mb(rule, n, g, top):
     }.get(rule)
 
 
-def union_seconds(intervals):
-    total, end = 0.0, -1e300
-    for s, e in sorted(intervals):
-        if e <= end:
-            continue
-        total += e - max(s, end)
-        end = e
-    return total
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=11_000)
@@ -169,10 +125,7 @@ def main(argv=None):
     p.add_argument("--snakefile", default=str(_common.REPO / "Snakefile"),
                    help="the workflow to run (default: this checkout's; e.g. a patched copy)")
     a = p.parse_args(argv)
-    workdir = Path(a.workdir).resolve()
-    if _common.REPO in workdir.parents or workdir == _common.REPO:
-        sys.exit("bench_scale: --workdir must be outside the repository (the data is large)")
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = work_folder(a.workdir, "bench_scale")
     info = {"benchmark": "bench_scale", "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]),
             "machine": machine("cpu")}
     expr, sheet, gen_s = generate(workdir, a.samples, a.genes, a.groups)
@@ -180,33 +133,14 @@ def main(argv=None):
     info["input"] = {"path": str(expr), "bytes": expr.stat().st_size, "samples": a.samples, "genes": a.genes,
                      "float32_mb": round(a.samples * a.genes * 4 / 2**20, 1)}
     cfg = write_config(workdir, expr, sheet, a)
-    results = workdir / "results" / RUN
-    if results.exists() and not a.keep_results:
-        import shutil
-
-        shutil.rmtree(results)
-    cmd = ["snakemake", "-s", str(Path(a.snakefile).resolve()), "--directory", str(workdir), "--configfile",
-           str(cfg), "--cores", str(a.cores)]
-    info["snakemake_command"] = " ".join(cmd)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    t1 = time.time()
-    (workdir / "snakemake.log").write_text(proc.stdout + proc.stderr)
-    info["returncode"] = proc.returncode
-    info["wall_s"] = round(t1 - t0, 1)
-    jobs = read_benchmarks(results / "benchmarks")
+    run, jobs = run_workflow(workdir, cfg, a.cores, workdir / "results" / RUN, a.snakefile, fresh=not a.keep_results)
+    info.update(run)
     for j in jobs:
         mb = matrix_mb(j["rule"], a.samples, a.genes, a.top_genes)
         j["reads_float32_mb"] = None if mb is None else round(mb, 1)
         j["rss_over_matrix"] = round(j["max_rss_mb"] / mb, 2) if mb and j["max_rss_mb"] else None
         j["peak_over_matrix"] = round(j["peak_rss_mb"] / mb, 2) if mb and j["peak_rss_mb"] else None
-        j["start"], j["end"] = j["end_mtime"] - j["s"] - t0, j["end_mtime"] - t0
-        del j["end_mtime"]
-    busy = union_seconds([(j["start"], j["end"]) for j in jobs])
     info["jobs"] = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in j.items()} for j in jobs]
-    info["sum_job_s"] = round(sum(j["s"] for j in jobs), 1)
-    info["time_with_a_job_running_s"] = round(busy, 1)
-    info["snakemake_only_s"] = round(info["wall_s"] - busy, 1)
     over = [j["job"] for j in info["jobs"]
             if max(j["rss_over_matrix"] or 0, j["peak_over_matrix"] or 0) > 3]
     info["targets"] = {
@@ -214,8 +148,6 @@ def main(argv=None):
         "rss_at_most_3x_matrix": not over,
         "rules_over_3x": over,
     }
-    if proc.returncode:
-        info["error_tail"] = (proc.stdout + proc.stderr)[-3000:]
     out = json.dumps(info, indent=2)
     (workdir / "bench_scale.json").write_text(out + "\n")
     print(out)
