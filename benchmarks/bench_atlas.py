@@ -23,8 +23,8 @@ Steps:
    ``--directory <workdir>`` and a config for that cohort (the h5ad's obs as
    sample sheet, counts, ``nb`` likelihood, 2,000 variable genes, ``--epochs``
    of batch ``--batch-size``, one round; risk genes of every cell type against
-   the rest, evaluation, export_h5ad and the overview on; prediction,
-   loadings and the synthetic cohort off);
+   the rest, evaluation, the synthetic cohort, export_h5ad and the overview
+   on, as by default; prediction and loadings off, as by default);
 3. read every rule's Snakemake ``benchmark:`` file (wall seconds, peak RSS,
    CPU time) and the job's own peak memory, and relate each peak to the
    size of the CSR matrix (data + indices + indptr); training samples/s
@@ -173,7 +173,6 @@ def write_config(workdir, h5ad, a):
         "train": {"epochs": a.epochs, "batch_size": a.batch_size, "kl_warmup_epochs": min(5, a.epochs),
                   "patience": 30, "threads": "auto", "device": "auto", "checkpoint_every": 10},
         "retrain": {"max_rounds": 1},
-        "generate": {"enabled": False},
     }
     return write_run_config(workdir, cfg)
 

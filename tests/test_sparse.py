@@ -110,6 +110,8 @@ def test_reading_some_genes_across_row_groups(tmp_path, monkeypatch):
     assert some.values.has_sorted_indices
     np.testing.assert_array_equal(some.column_values(), counts[:, [17, 3, 11, 4]])
     np.testing.assert_array_equal(io.read_matrix(path).column_values(), counts)
+    with pytest.raises(ValueError, match="twice"):
+        io.read_matrix(path, columns=["gene03", "gene03"])
 
 
 def test_collect_keeps_sparse_and_matches_dense(twins):

@@ -196,22 +196,22 @@ def write(path, matrix):
             "samples": [str(s) for s in matrix.index], "genes": [str(c) for c in matrix.columns]}
     schema = pa.schema([("gene", pa.int32()), ("sample", pa.int32()), ("value", pa.float32())],
                        metadata={META_KEY: json.dumps(meta).encode()})
-    gene_of = np.repeat(np.arange(g, dtype=np.int32), np.diff(csc.indptr))
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for k in range(0, max(csc.nnz, 1), ROW_GROUP):
-            part = slice(k, k + ROW_GROUP)
+            part = slice(k, min(k + ROW_GROUP, csc.nnz))
+            gene = (np.searchsorted(csc.indptr, np.arange(part.start, part.stop), side="right") - 1).astype(np.int32)
             writer.write_table(pa.table(
-                [pa.array(gene_of[part]), pa.array(csc.indices[part].astype(np.int32, copy=False)),
+                [pa.array(gene), pa.array(csc.indices[part].astype(np.int32, copy=False)),
                  pa.array(csc.data[part].astype(np.float32, copy=False))], schema=schema))
-    del gene_of
 
 
 def read(path, columns=None):
     """The :class:`SparseMatrix` of a file written by :func:`write` (CSC, float32).
 
-    ``columns`` (gene names) reads only those genes, in that order: a row group at a time, the
-    other genes' non-zeros are dropped as they are read (training reads the selected genes'
-    counts this way, without the rest of the cohort).
+    ``columns`` (gene names) reads only those genes, in that order (training reads the selected
+    genes' counts this way, without the rest of the cohort). Two passes, a row group at a time:
+    the non-zeros per gene (the ``gene`` column alone), then each kept non-zero straight to its
+    place (the file is ordered by gene, then sample). Memory: the result and one row group.
     """
     import pyarrow.parquet as pq
     from scipy import sparse
@@ -220,31 +220,36 @@ def read(path, columns=None):
     meta = _meta(pf.schema_arrow, path)
     n, g = meta["shape"]
     genes = pd.Index(meta["genes"], dtype=object)
+    per_gene = np.zeros(g, dtype=np.int64)
+    for i in range(pf.num_row_groups):
+        per_gene += np.bincount(pf.read_row_group(i, columns=["gene"]).column(0).to_numpy(), minlength=g)
+    first_in_file = np.concatenate([[0], np.cumsum(per_gene)[:-1]])
+    pick = np.arange(g)
     if columns is not None:
         names = pd.Index([str(c) for c in columns], dtype=object)
-        pos = genes.get_indexer(names)
-        if (pos < 0).any():
-            raise KeyError(f"{path}: no column(s) {list(names[pos < 0][:5])}")
-        new_of = np.full(g, -1, dtype=np.int64)  # file gene -> position in the result
-        new_of[pos] = np.arange(len(pos))
-        genes, g = names, len(pos)
-    parts, counts = [], np.zeros(g, dtype=np.int64)
-    for i in range(pf.num_row_groups):  # a row group at a time: no Arrow copy of the whole matrix
+        pick = genes.get_indexer(names)
+        if (pick < 0).any():
+            raise KeyError(f"{path}: no column(s) {list(names[pick < 0][:5])}")
+        if not names.is_unique:
+            raise ValueError(f"{path}: genes asked for twice: {list(names[names.duplicated()][:5])}")
+        genes = names
+    nnz = int(per_gene[pick].sum())
+    index_dtype = np.int32 if max(nnz, n) < 2**31 else np.int64
+    indptr = np.concatenate([[0], np.cumsum(per_gene[pick])]).astype(index_dtype)
+    first_out = np.full(g, -1, dtype=np.int64)  # file gene -> where its non-zeros start in the result
+    first_out[pick] = indptr[:-1]
+    rows = np.empty(nnz, dtype=index_dtype)
+    data = np.empty(nnz, dtype=np.float32)
+    at = 0  # position in the file of the row group's first non-zero
+    for i in range(pf.num_row_groups):
         part = pf.read_row_group(i, use_threads=False)
         gene = part.column("gene").to_numpy()
-        rows, data = part.column("sample").to_numpy(), part.column("value").to_numpy()
-        del part
-        if columns is not None:
-            gene = new_of[gene]
-            keep = gene >= 0
-            gene, rows, data = gene[keep], rows[keep], data[keep]
-        counts += np.bincount(gene, minlength=g)
-        parts.append((gene, rows.copy(), data.copy()))
-    gene = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    order = np.argsort(gene, kind="stable") if columns is not None else slice(None)  # by gene, then sample
-    rows = np.concatenate([p[1] for p in parts])[order] if parts else np.zeros(0, np.int32)
-    data = np.concatenate([p[2] for p in parts])[order] if parts else np.zeros(0, np.float32)
-    del parts, gene
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    values = sparse.csc_matrix((data, rows, indptr), shape=(n, g))
+        out = first_out[gene]
+        keep = out >= 0
+        out = out[keep] + (np.arange(at, at + len(gene))[keep] - first_in_file[gene[keep]])
+        rows[out] = part.column("sample").to_numpy()[keep]
+        data[out] = part.column("value").to_numpy()[keep]
+        at += len(gene)
+        del part, gene, out, keep
+    values = sparse.csc_matrix((data, rows, indptr), shape=(n, len(genes)), copy=False)
     return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), genes)
