@@ -91,3 +91,24 @@ def test_the_jobs_threads_in_a_dry_run(tmp_path, train, top, threads):
         block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
         shown = re.search(r"^\s+threads: (\d+)$", block, re.M)  # Snakemake leaves out "threads: 1"
         assert (shown.group(1) if shown else "1") == threads, block
+
+
+def test_a_sparse_cohort_is_sized_by_its_csr(tmp_path):
+    """200,000 cells x 20,000 genes at 5 % non-zero: 16 GB dense, 1.6 GB of CSR."""
+    shape, csr = (200_000, 20_000), 1_605.0
+    manifest = {"shape_after": list(shape), "sparse": {"nnz": 200_000_000, "csr_mb": csr}}
+    assert res.estimated_sparse_mb(manifest) == csr
+    assert res.estimated_sparse_mb({"shape_after": list(shape)}) is None  # dense once collected
+    for rule in res.SPARSE_MEMORY:
+        sparse_request = res.mem_mb(rule, shape, 2_000, sparse_mb=csr)
+        assert 2 * csr < sparse_request < 5 * csr < res.mem_mb(rule, shape, 2_000)  # not the dense 16 GB
+        assert res.mem_mb(rule, shape, 2_000, attempt=2, sparse_mb=csr) == 2 * sparse_request
+        assert res.runtime_min(rule, shape, 2_000, sparse_mb=csr) < res.runtime_min(rule, shape, 2_000)
+    # the model rules hold the modelled genes dense, sparse or not
+    assert res.mem_mb("train", shape, 2_000, sparse_mb=csr) == res.mem_mb("train", shape, 2_000)
+    # before collect: an .h5ad's size is its X as stored; another file says nothing about sparsity
+    h5ad = tmp_path / "cells.h5ad"
+    h5ad.write_bytes(b"\0" * 3_000_000)
+    assert res.estimated_sparse_mb(None, str(h5ad)) == pytest.approx(3.0)
+    assert res.estimated_sparse_mb(None, str(tmp_path / "x.tsv")) is None
+    assert res.mem_mb("collect", None, sparse_mb=3.0) < res.UNKNOWN_MB

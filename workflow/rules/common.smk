@@ -299,10 +299,11 @@ def train_gpu_model():
     return res.gpu_model if res.gpu and res.gpu_model else None
 
 
-def cohort_shape():
-    """(samples, genes) of the cohort for the memory and time requests (genovae.resources):
-    collect's manifest once it exists, else the simulate settings or the expression file's size."""
-    from genovae.resources import estimated_shape
+def cohort_size():
+    """What sizes the memory and time requests (genovae.resources): {shape: (samples, genes),
+    sparse_mb: a sparse cohort's CSR MB or None}, from collect's manifest once it exists, else
+    the simulate settings or the expression file's size."""
+    from genovae.resources import estimated_shape, estimated_sparse_mb
 
     path = Path(on_disk(f"{R}/data/manifest.json"))
     manifest = None
@@ -311,7 +312,10 @@ def cohort_shape():
             manifest = json.load(fh)
     simulate = S.simulate.asdict() if S.simulate_source else None
     expression = S.data.expression if not S.simulate_source else None
-    return estimated_shape(manifest, simulate, expression)
+    return {
+        "shape": estimated_shape(manifest, simulate, expression),
+        "sparse_mb": estimated_sparse_mb(manifest, expression),
+    }
 
 
 def job_threads():
@@ -333,7 +337,8 @@ def job_mem_mb(rule):
     from genovae.resources import mem_mb
 
     def request(wildcards, attempt):
-        return mem_mb(rule, cohort_shape(), S.preprocess.n_top_genes, attempt)
+        size = cohort_size()
+        return mem_mb(rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"])
 
     return request
 
@@ -343,7 +348,8 @@ def job_runtime(rule):
     from genovae.resources import runtime_min
 
     def request(wildcards, attempt):
-        return runtime_min(rule, cohort_shape(), S.preprocess.n_top_genes, attempt)
+        size = cohort_size()
+        return runtime_min(rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"])
 
     return request
 

@@ -251,6 +251,9 @@ def collect(
         "value_type": value_type,
         "shape_before": shape_before,
         "shape_after": list(matrix.shape),
+        # a sparse cohort's size in memory (its CSR), what genovae.resources sizes the data rules by
+        **({"sparse": {"nnz": matrix.nnz, "csr_mb": round(matrix.nbytes / 1e6, 1)}}
+           if isinstance(matrix, SparseMatrix) else {}),
         "notes": notes,
         "warnings": warnings,
         "privacy": pseudonymized,

@@ -37,6 +37,9 @@ MEMORY = {
     **{rule: (800, 3.0, "modelled") for rule in MODEL_RULES},
     "plots": (350, 1.5, "modelled"),
 }
+#: a sparse cohort (genovae.sparse): the data rules hold its CSR (data + indices) instead, a few
+#: times: MB = base + ratio x CSR MB (benchmarks/bench_atlas.py, 200,000 x 20,000 at 5 % non-zero)
+SPARSE_MEMORY = {"collect": (300, 2.5), "preprocess": (300, 2.6), "export_h5ad": (300, 2.6)}
 #: rules whose peak does not grow with the cohort (0.1-0.4 GB measured)
 LIGHT_MB = 500
 MARGIN = 1.3
@@ -53,26 +56,32 @@ def matrix_mb(n_samples, n_genes):
     return n_samples * n_genes * 4 / 1e6
 
 
-def mem_mb(rule, shape, n_modelled=None, attempt=1):
+def mem_mb(rule, shape, n_modelled=None, attempt=1, sparse_mb=None):
     """The memory request (MB) of a job of ``rule`` for a cohort of ``shape`` (samples, genes;
-    None when unknown) of which ``n_modelled`` genes are modelled."""
+    None when unknown) of which ``n_modelled`` genes are modelled; ``sparse_mb``: the CSR size
+    of a sparse cohort (:func:`estimated_sparse_mb`), which sizes the data rules."""
     if rule not in MEMORY:
         return LIGHT_MB * int(attempt)
-    if shape is None:
+    if shape is None and not (sparse_mb and rule in SPARSE_MEMORY):
         return UNKNOWN_MB * int(attempt)
     base, ratio, held = MEMORY[rule]
-    n, g = shape
-    size = matrix_mb(n, g if held == "all" else min(g, n_modelled or g))
+    if sparse_mb and rule in SPARSE_MEMORY:
+        (base, ratio), size = SPARSE_MEMORY[rule], float(sparse_mb)
+    else:
+        n, g = shape
+        size = matrix_mb(n, g if held == "all" else min(g, n_modelled or g))
     need = (base + ratio * size) * MARGIN
     return max(LIGHT_MB, int(math.ceil(need / 100.0)) * 100) * int(attempt)
 
 
-def runtime_min(rule, shape, n_modelled=None, attempt=1):
-    """The time request (minutes) of a job of ``rule``."""
+def runtime_min(rule, shape, n_modelled=None, attempt=1, sparse_mb=None):
+    """The time request (minutes) of a job of ``rule`` (a sparse cohort's data rules: by its CSR)."""
     if rule not in MEMORY:
         return LIGHT_MINUTES * int(attempt)
     held = MEMORY[rule][2]
     base, per_gb = MINUTES[held]
+    if sparse_mb and rule in SPARSE_MEMORY:
+        return int(math.ceil(base + per_gb * float(sparse_mb) / 1000.0)) * int(attempt)
     if shape is None:
         return 60 * int(attempt) if held == "all" else 120 * int(attempt)
     n, g = shape
@@ -103,6 +112,17 @@ def estimated_shape(manifest=None, simulate=None, expression=None):
         suffix = os.path.splitext(expression)[1].lower()
         values = os.path.getsize(expression) / BYTES_PER_VALUE.get(suffix, 4.0)
         return max(1, int(values)), 1
+    return None
+
+
+def estimated_sparse_mb(manifest=None, expression=None):
+    """The CSR MB of a sparse cohort, or None: collect's manifest (``sparse.csr_mb``) once it exists;
+    before, an ``.h5ad`` file's size (its X as stored: CSR bytes for a sparse X, the dense bytes
+    otherwise, which then over-asks until collect has run)."""
+    if manifest is not None:
+        return (manifest.get("sparse") or {}).get("csr_mb")
+    if expression and str(expression).lower().endswith(".h5ad") and os.path.isfile(expression):
+        return os.path.getsize(expression) / 1e6
     return None
 
 
