@@ -349,7 +349,9 @@ def job_runtime(rule):
 
     def request(wildcards, attempt):
         size = cohort_size()
-        return runtime_min(rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"])
+        return runtime_min(
+            rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"]
+        )
 
     return request
 
