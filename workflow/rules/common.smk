@@ -159,6 +159,10 @@ def loop_models(wildcards):
     return [d.replace("decision.json", "model.pt") for d in loop_decisions(wildcards)]
 
 
+def loop_infos(wildcards):
+    return [d.replace("decision.json", "train_info.json") for d in loop_decisions(wildcards)]
+
+
 def loop_histories(wildcards):
     return [d.replace("decision.json", "history.tsv") for d in loop_decisions(wildcards)]
 

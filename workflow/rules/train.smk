@@ -90,6 +90,7 @@ rule select_model:
     input:
         decisions=loop_decisions,
         models=loop_models,
+        infos=loop_infos,
     output:
         model=f"{R}/model/model.pt",
         selection=f"{R}/model/selection.json",

@@ -9,6 +9,7 @@ def step(sm, _log):
     select_model(
         decisions=list(sm.input.decisions),
         models=list(sm.input.models),
+        infos=list(sm.input.infos),
         out_model=sm.output.model,
         out_selection=sm.output.selection,
         out_rounds=sm.output.rounds,

@@ -35,7 +35,7 @@ import logging
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from . import sparse
 from .errors import InputError
@@ -199,13 +199,14 @@ def squeeze_var(s2, df, covariate=None):
 
 
 def _t_sf2(t, df):
-    """Two-sided p of Student t (normal where df is infinite)."""
+    """Two-sided p of Student t (normal where df is infinite), with the scipy.special functions that
+    scipy.stats' ``t.sf`` and ``norm.sf`` call (importing scipy.stats costs a job 0.3 s of start-up)."""
     t = np.abs(np.asarray(t, np.float64))
     df = np.broadcast_to(np.asarray(df, np.float64), t.shape)
     p = np.empty(t.shape)
     inf = ~np.isfinite(df)
-    p[inf] = 2 * stats.norm.sf(t[inf])
-    p[~inf] = 2 * stats.t.sf(t[~inf], df[~inf])
+    p[inf] = 2 * special.ndtr(-t[inf])
+    p[~inf] = 2 * special.stdtr(df[~inf], -t[~inf])
     return p
 
 

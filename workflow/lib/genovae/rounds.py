@@ -193,13 +193,14 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
 
 
 def select_model(
-    *, decisions, models, out_model, out_selection, out_rounds, metric, threshold, max_rounds,
+    *, decisions, models, infos, out_model, out_selection, out_rounds, metric, threshold, max_rounds,
     stop_without_improvement=True,
 ):
+    """Copy the selected round's model to ``out_model``; its training info comes from the round's
+    ``train_info.json`` (``infos``, in round order), so this job never imports torch."""
     import shutil
 
     import pandas as pd
-    import torch
 
     from . import io
 
@@ -208,11 +209,11 @@ def select_model(
         if d["metric"] != metric or d["threshold"] != threshold:
             raise ConfigError("retrain", "a round decision is stale (metric or threshold changed); rerun")
     selected = select_round(ds)
-    by_round = {int(d["round"]): m for d, m in zip(ds, models)}
-    src = by_round[selected]
+    by_round = {int(d["round"]): (m, i) for d, m, i in zip(ds, models, infos)}
+    src, info_path = by_round[selected]
     with io.atomic_path(out_model) as tmp:
         shutil.copyfile(src, tmp)
-    blob = torch.load(src, map_location="cpu", weights_only=True)
+    info = io.read_json(info_path)
     met = any(d["passed"] for d in ds)
     _, stop = walk_rounds(ds, max_rounds, stop_without_improvement)
     selection = {
@@ -232,8 +233,8 @@ def select_model(
             for d in ds
         ],
         **({"privacy": ds[-1]["privacy"]} if ds[-1].get("privacy") else {}),
-        "device": blob["info"]["device"],
-        "train_info": blob["info"],
+        "device": info["device"],
+        "train_info": info,
     }
     io.write_json(out_selection, selection)
     table = pd.DataFrame(selection["rounds"])
