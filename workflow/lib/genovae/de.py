@@ -251,6 +251,69 @@ def moderated_t(n1, mean1, var1, n2, mean2, var2, covariate=None):
 
 
 # ----------------------------------------------------------------- the route
+def _positions(index, sample_ids, matrix_path):
+    """Positions of ``sample_ids`` among the matrix's rows; duplicate or missing ids are an InputError."""
+    index = pd.Index(index)
+    if not index.is_unique:
+        dup = list(index[index.duplicated()][:5])
+        raise InputError(matrix_path, f"sample ids occur more than once, e.g. {dup}")
+    pos = index.get_indexer(sample_ids)
+    if (pos < 0).any():
+        missing = list(sample_ids[pos < 0][:5])
+        raise InputError(matrix_path, f"{int((pos < 0).sum())} sample(s) not in the matrix, e.g. {missing}")
+    return pos
+
+
+def _zero_stays_zero(transform):
+    """Whether ``transform.to_log`` maps 0 to 0 (counts: log1p; log values: as they are; not intensities)."""
+    return transform.value_type in ("counts", "log")
+
+
+def _sparse_moments(cohort, rows, is_case, transform, library, n_genes):
+    """Per-gene mean and variance (ddof=1) of each group's log values, and the mean over both, from a
+    sparse cohort's non-zeros alone (a zero stays 0 in log space): O(non-zeros), not samples x genes.
+
+    ``rows``: the file rows of the contrast's samples; ``is_case``: which of them are cases (the
+    others controls); ``library``: their library sizes (counts), in the same order.
+    """
+    csc = cohort.csc()
+    group = np.full(csc.shape[0], -1, dtype=np.int64)  # file row -> 0 case, 1 control, -1 not used
+    group[rows] = np.where(is_case, 0, 1)
+    lib = np.ones(csc.shape[0])
+    if library is not None:
+        lib[rows] = library
+    n = np.array([int(is_case.sum()), int((~is_case).sum())], dtype=np.float64)
+    total = np.zeros((n_genes, 2))  # sum per gene and group
+    dev = np.zeros((n_genes, 2))  # sum of squared deviations from the group mean, zeros included
+    step = max(1, BLOCK_VALUES // 8)  # non-zeros per pass (whole genes)
+    start = 0
+    while start < n_genes:
+        stop = int(np.searchsorted(csc.indptr, csc.indptr[start] + step, side="right")) - 1
+        stop = min(n_genes, max(stop, start + 1))
+        lo, hi = csc.indptr[start], csc.indptr[stop]
+        r = csc.indices[lo:hi]
+        g = group[r]
+        keep = g >= 0
+        v = transform.to_log(csc.data[lo:hi][keep, None].astype(np.float64), library_size=lib[r[keep]])[:, 0]
+        gene = np.repeat(np.arange(stop - start), np.diff(csc.indptr[start : stop + 1]))[keep]
+        at = gene * 2 + g[keep]
+        k = 2 * (stop - start)
+        part = np.bincount(at, weights=v, minlength=k).reshape(-1, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = part / n
+        nonzero = np.bincount(at, minlength=k).reshape(-1, 2)
+        # two-pass variance (no cancellation for a high, steady gene): non-zeros' deviations + the zeros'
+        dev[start:stop] = (np.bincount(at, weights=(v - np.nan_to_num(m).ravel()[at]) ** 2, minlength=k).reshape(-1, 2)
+                           + (n - nonzero) * np.nan_to_num(m) ** 2)
+        total[start:stop] = part
+        start = stop
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / n
+        var = np.where(n > 1, dev / (n - 1), 0.0)
+    ave = total.sum(axis=1) / n.sum() if n.sum() else np.full(n_genes, np.nan)
+    return mean[:, 0], var[:, 0], mean[:, 1], var[:, 1], ave
+
+
 def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, control_mask, block=2000):
     """Moderated t of case vs control for every gene of the collected matrix.
 
@@ -286,31 +349,24 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
 
     rows = None  # positions of sample_ids among the file's rows
     cohort = io.read_matrix(matrix_path) if sparse.is_sparse_file(matrix_path) else None  # read once
+    if cohort is not None:
+        rows = _positions(cohort.index, sample_ids, matrix_path)
 
     def read(cols):
         nonlocal rows
-        if cohort is None:
-            index, _, values = io.read_matrix_values(matrix_path, columns=cols)
-        else:
-            index, values = cohort.index, cohort.column_values(cols)
+        if cohort is not None:
+            return cohort.column_values(cols)
+        index, _, values = io.read_matrix_values(matrix_path, columns=cols)
         if rows is None:
-            index = pd.Index(index)
-            if not index.is_unique:
-                dup = list(index[index.duplicated()][:5])
-                raise InputError(matrix_path, f"sample ids occur more than once, e.g. {dup}")
-            pos = index.get_indexer(sample_ids)
-            if (pos < 0).any():
-                missing = list(sample_ids[pos < 0][:5])
-                raise InputError(matrix_path, f"{int((pos < 0).sum())} sample(s) not in the matrix, e.g. {missing}")
-            rows = pos
-        return values, index
+            rows = _positions(index, sample_ids, matrix_path)
+        return values
 
     lib = None
     if counts:
         if library_all is None:
             lib = np.zeros(len(sample_ids))
             for j in range(0, n_genes, block):
-                values, _ = read(genes[j : j + block])
+                values = read(genes[j : j + block])
                 lib += np.asarray(values[rows], np.float64).sum(axis=1)
         else:
             lib = np.asarray(library_all, np.float64)
@@ -318,25 +374,29 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
                 raise ValueError("library_all must have one entry per sample id")
 
     used = case_mask | control_mask
-    mean1, var1 = np.empty(n_genes), np.empty(n_genes)
-    mean2, var2 = np.empty(n_genes), np.empty(n_genes)
-    ave = np.empty(n_genes)
     lib_used = None if lib is None else lib[used]
-    case_u, control_u = case_mask[used], control_mask[used]
-    for j in range(0, n_genes, block):
-        cols = slice(j, min(j + block, n_genes))
-        values, _ = read(genes[cols])
-        x = np.asarray(values[rows[used]], np.float64)  # the used samples, cohort order
-        del values
-        lx = transform.to_log(x, library_size=lib_used)
-        del x
-        a, b = lx[case_u], lx[control_u]
-        mean1[cols] = a.mean(axis=0) if n_case else np.nan
-        mean2[cols] = b.mean(axis=0) if n_control else np.nan
-        var1[cols] = a.var(axis=0, ddof=1) if n_case > 1 else 0.0
-        var2[cols] = b.var(axis=0, ddof=1) if n_control > 1 else 0.0
-        ave[cols] = lx.mean(axis=0) if len(lx) else np.nan
-        del lx, a, b
+    if cohort is not None and _zero_stays_zero(transform):
+        mean1, var1, mean2, var2, ave = _sparse_moments(
+            cohort, rows[used], case_mask[used], transform, lib_used, n_genes)
+    else:
+        mean1, var1 = np.empty(n_genes), np.empty(n_genes)
+        mean2, var2 = np.empty(n_genes), np.empty(n_genes)
+        ave = np.empty(n_genes)
+        case_u, control_u = case_mask[used], control_mask[used]
+        for j in range(0, n_genes, block):
+            cols = slice(j, min(j + block, n_genes))
+            values = read(genes[cols])
+            x = np.asarray(values[rows[used]], np.float64)  # the used samples, cohort order
+            del values
+            lx = transform.to_log(x, library_size=lib_used)
+            del x
+            a, b = lx[case_u], lx[control_u]
+            mean1[cols] = a.mean(axis=0) if n_case else np.nan
+            mean2[cols] = b.mean(axis=0) if n_control else np.nan
+            var1[cols] = a.var(axis=0, ddof=1) if n_case > 1 else 0.0
+            var2[cols] = b.var(axis=0, ddof=1) if n_control > 1 else 0.0
+            ave[cols] = lx.mean(axis=0) if len(lx) else np.nan
+            del lx, a, b
 
     res = moderated_t(n_case, mean1, var1, n_control, mean2, var2, covariate=ave if counts else None)
     to_log2 = float(np.log2(transform.log_base))

@@ -214,7 +214,9 @@ def export_h5ad(*, matrix, samples, genes, latent, errors, risk, summary, out_h5
     obsm = {OBSM_KEY: lat.loc[samples_index, zcols].to_numpy(dtype=np.float32)}
     if features is not None and is_sparse:
         index, _, values = io.read_matrix_values(features, columns=modelled, order="C")
-        obsm[INPUT_LAYER] = values[_rows_of(index, samples_index, features)]
+        rows = _rows_of(index, samples_index, features)
+        # preprocess writes the matrix's order: no reordered copy of the features then
+        obsm[INPUT_LAYER] = values if np.array_equal(rows, np.arange(len(values))) else values[rows]
         del values
     with io.atomic_path(out_h5ad) as tmp:
         _write_h5ad(tmp, X, obs=obs, var=var, obsm=obsm, varm=varm, uns=uns)

@@ -240,16 +240,20 @@ def read(path, columns=None):
     first_out[pick] = indptr[:-1]
     rows = np.empty(nnz, dtype=index_dtype)
     data = np.empty(nnz, dtype=np.float32)
-    at = 0  # position in the file of the row group's first non-zero
+    in_order = bool(np.all(np.diff(pick) > 0))  # genes in file order: the kept non-zeros are appended
+    at = filled = 0  # position in the file of the row group's first non-zero; non-zeros placed
     for i in range(pf.num_row_groups):
         part = pf.read_row_group(i, use_threads=False)
         gene = part.column("gene").to_numpy()
-        out = first_out[gene]
-        keep = out >= 0
-        out = out[keep] + (np.arange(at, at + len(gene))[keep] - first_in_file[gene[keep]])
-        rows[out] = part.column("sample").to_numpy()[keep]
-        data[out] = part.column("value").to_numpy()[keep]
+        keep = first_out[gene] >= 0 if columns is not None else slice(None)
+        sample, value = part.column("sample").to_numpy()[keep], part.column("value").to_numpy()[keep]
+        if in_order:
+            rows[filled : filled + len(sample)], data[filled : filled + len(sample)] = sample, value
+        else:
+            out = first_out[gene[keep]] + (np.arange(at, at + len(gene))[keep] - first_in_file[gene[keep]])
+            rows[out], data[out] = sample, value
         at += len(gene)
-        del part, gene, out, keep
+        filled += len(sample)
+        del part, gene, keep, sample, value
     values = sparse.csc_matrix((data, rows, indptr), shape=(n, len(genes)), copy=False)
     return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), genes)
