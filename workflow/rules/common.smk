@@ -341,8 +341,8 @@ def job_mem_mb(rule):
     from genovae.resources import mem_mb
 
     def request(wildcards, attempt):
-        size = cohort_size()
-        return mem_mb(rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"])
+        size, top = cohort_size(), S.preprocess.n_top_genes
+        return mem_mb(rule, size["shape"], top, attempt, size["sparse_mb"])
 
     return request
 
@@ -352,10 +352,8 @@ def job_runtime(rule):
     from genovae.resources import runtime_min
 
     def request(wildcards, attempt):
-        size = cohort_size()
-        return runtime_min(
-            rule, size["shape"], S.preprocess.n_top_genes, attempt, size["sparse_mb"]
-        )
+        size, top = cohort_size(), S.preprocess.n_top_genes
+        return runtime_min(rule, size["shape"], top, attempt, size["sparse_mb"])
 
     return request
 
