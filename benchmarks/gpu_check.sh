@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for genovae (about 3 minutes on a recent NVIDIA GPU): prints the torch and CUDA versions and the
 # device, checks that training copies nothing host -> device per batch, and runs bench_train on CUDA in
-# fp32 and bf16 (and bench_scvi on CUDA when scvi-tools is importable). Paste the output into BENCHMARKS.md.
+# fp32 and bf16 (and bench_scvi on CUDA when scvi-tools is importable), then the atlas workflow (bench_atlas,
+# 200,000 cells; ~10 more minutes). Paste the output into BENCHMARKS.md.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root or anywhere
 #   PYTHON=/path/to/python bash benchmarks/gpu_check.sh
@@ -77,5 +78,15 @@ else
     echo
     echo "== bench_scvi skipped: scvi-tools is not importable with $PY (see benchmarks/bench_scvi.py)"
 fi
+echo
+echo "== atlas training on the GPU: bench_atlas.py, 200,000 x 20,000 sparse counts, the whole workflow"
+echo "   (set ATLAS_CELLS to change the size; the CPU figure on 2 cores is in BENCHMARKS.md section 7)"
+timeout 1500 "$PY" benchmarks/bench_atlas.py --cells "${ATLAS_CELLS:-200000}" --epochs 10 --cores 4 \
+    --workdir "${ATLAS_DIR:-/tmp/genovae_atlas_gpu}" --json | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(json.dumps({"wall_s": d["wall_s"], "training": d["training"], "targets": d["targets"],
+                  "rules": {r: [v["s"], v["peak_over_csr"]] for r, v in d["rules"].items()}}))' || \
+    echo "bench_atlas did not finish in 25 minutes"
 echo
 echo "== done"

@@ -112,3 +112,19 @@ def test_a_sparse_cohort_is_sized_by_its_csr(tmp_path):
     assert res.estimated_sparse_mb(None, str(h5ad)) == pytest.approx(3.0)
     assert res.estimated_sparse_mb(None, str(tmp_path / "x.tsv")) is None
     assert res.mem_mb("collect", None, sparse_mb=3.0) < res.UNKNOWN_MB
+
+
+def test_the_atlas_table_of_docs_cluster_is_what_genovae_asks():
+    """docs/cluster.md's requests for 200,000 / 1M / 2M cells are genovae.resources' figures."""
+    text = (REPO / "docs" / "cluster.md").read_text()
+    for cells in (200_000, 1_000_000, 2_000_000):
+        csr = round(cells * 20_000 * 0.05 * 8 / 1e6 + (cells + 1) * 8 / 1e6, 1)
+        req = {rule: res.mem_mb(rule, (cells, 20_000), 2_000, sparse_mb=csr) / 1000
+               for rule in ("collect", "preprocess", "export_h5ad", "train", "risk_genes")}
+        minutes = {rule: res.runtime_min(rule, (cells, 20_000), 2_000, sparse_mb=csr)
+                   for rule in ("collect", "risk_genes")}
+        row = (f"| {cells:,} | {csr / 1000:.1f} GB | {req['collect']:.1f} GB, {minutes['collect']} min | "
+               f"{req['preprocess']:.1f} GB, {minutes['collect']} min | {req['export_h5ad']:.1f} GB, "
+               f"{minutes['collect']} min | {req['train']:.1f} GB | {req['risk_genes']:.1f} GB, "
+               f"{minutes['risk_genes']} min |")
+        assert row in text, row

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 from scipy import sparse
 
 from genovae import io
@@ -28,7 +29,9 @@ from genovae.dataset import load_cohort
 from genovae.de import classical_route
 from genovae.errors import InputError
 from genovae.preprocess import Transform, preprocess
-from genovae.sparse import SparseMatrix
+from genovae.sparse import SparseMatrix, SparseRows
+from genovae.evaluate import split_metrics
+from genovae.train import train_vae
 
 OUT = ("matrix.parquet", "samples.tsv", "genes.tsv", "manifest.json")
 LIB = Path(__file__).resolve().parent.parent / "workflow" / "lib"
@@ -153,8 +156,22 @@ def test_preprocess_training_data_and_risk_route_match_dense(twins):
     assert ts.library_size_target == td.library_size_target and ts.filter_report == td.filter_report
     pd.testing.assert_frame_equal(fs, fd)
     pd.testing.assert_frame_equal(ss, sd)
-    np.testing.assert_array_equal(cs.target, cd.target)
+    assert sparse.issparse(cs.target) and isinstance(cd.target, np.ndarray)  # nb counts: kept sparse
+    np.testing.assert_array_equal(cs.target.toarray(), cd.target)
     np.testing.assert_array_equal(cs.library, cd.library)
+    # training on the sparse counts (batches densified) is training on the dense ones, exactly
+    runs = {}
+    for kind, cohort_ in (("sparse", cs), ("dense", cd)):
+        torch.set_num_threads(1)
+        model, history, _ = train_vae(cohort_, model_config={"hidden": [8], "latent_dim": 2, "likelihood": "nb"},
+                                      epochs=3, batch_size=16, kl_warmup_epochs=1, patience=5, seed=4,
+                                      progress=None)
+        runs[kind] = (model.state_dict(), history)
+    pd.testing.assert_frame_equal(runs["sparse"][1], runs["dense"][1])
+    for key, value in runs["dense"][0].items():
+        assert torch.equal(runs["sparse"][0][key], value), key
+    model.load_state_dict(runs["dense"][0])  # evaluation reads the sparse counts a block of rows at a time
+    assert split_metrics(model, cs, ts, "val") == split_metrics(model, cd, td, "val")
     pd.testing.assert_frame_equal(rs, rd)
     planted = rs["gene"].isin([f"gene{j:02d}" for j in range(10)])
     assert rs.loc[planted, "log2_fold_change"].median() > rs.loc[~planted, "log2_fold_change"].median() + 0.5
@@ -312,3 +329,16 @@ def test_sparse_moments_are_the_dense_ones(tmp_path, value_type, monkeypatch):
     a, _ = gde.classical_route(sp_path, *args)
     b, _ = gde.classical_route(dense_path, *args)
     pd.testing.assert_frame_equal(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_sparse_rows_give_dense_batches():
+    rng = np.random.default_rng(0)
+    x = (rng.poisson(1.0, (50, 30)) * (rng.random((50, 30)) < 0.3)).astype(np.float32)
+    x[7] = 0  # an empty row
+    x[11] = 5.0  # a full row: the widest
+    rows = SparseRows(sparse.csr_matrix(x), "cpu")
+    assert rows.width == 30 and len(rows) == 50
+    idx = torch.tensor([7, 3, 3, 49, 11, 0])
+    assert torch.equal(rows[idx], torch.from_numpy(x[[7, 3, 3, 49, 11, 0]]))
+    assert torch.equal(rows[2:9], torch.from_numpy(x[2:9]))
+    assert rows[torch.tensor([], dtype=torch.int64)].shape == (0, 30)

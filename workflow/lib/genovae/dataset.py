@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from . import io
+from . import sparse as gsparse
 from .model import observation_space
+from .sparse import SparseRows
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Cohort:
     split: np.ndarray  # "train" / "val" / "test" per sample
     condition: np.ndarray
     x: np.ndarray  # model inputs (preprocessed), float32
-    target: np.ndarray  # likelihood targets: x, or raw counts for nb
+    target: np.ndarray  # likelihood targets: x, or raw counts for nb (scipy CSR for a sparse cohort)
     library: np.ndarray  # library size over the modelled genes (nb offset)
     library_all: np.ndarray  # library size over all genes (normalisation)
     genes: list
@@ -47,6 +50,19 @@ class Cohort:
             self._inputs = np.ascontiguousarray(np.hstack([self.x, self.covariates]), dtype=np.float32)
         return self._inputs
 
+    def target_rows(self, rows):
+        """The likelihood targets of ``rows`` as a dense float32 array (a sparse target densified)."""
+        part = self.target[rows]
+        return part.toarray() if sparse.issparse(part) else np.asarray(part, dtype=np.float32)
+
+    def target_tensor(self, device, rows=slice(None)):
+        """The targets of ``rows`` on ``device``: a tensor, or for sparse counts a
+        :class:`genovae.sparse.SparseRows` whose batches come out dense."""
+        part = self.target[rows]
+        if sparse.issparse(part):
+            return SparseRows(part, device)
+        return torch.as_tensor(np.ascontiguousarray(part), dtype=torch.float32, device=device)
+
     def tensors(self, name, device):
         m = self.split == name if name != "all" else np.ones(len(self.split), bool)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a[m]), dtype=torch.float32, device=device)  # noqa: E731
@@ -55,7 +71,7 @@ class Cohort:
         if self.target is self.x:
             target = x if not self.n_covariates else x[:, : self.x.shape[1]]
         else:
-            target = as_t(self.target)
+            target = self.target_tensor(device, m)
         return x, target, as_t(self.library)
 
 
@@ -108,8 +124,13 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
     split = split.set_index("sample_id").loc[index]
     genes = list(columns)
     counts = observation_space(likelihood) == "counts"  # the likelihood models the raw counts (nb)
-    target = io.read_matrix_values(matrix_path, columns=genes, order="C")[2] if counts else x
-    library = _library_sizes(target) if counts else np.ones(len(x), np.float32)
+    if counts and gsparse.is_sparse_file(matrix_path):  # sparse counts stay sparse: batches are densified
+        target, library = _sparse_counts(matrix_path, genes, index)
+    elif counts:
+        target = io.read_matrix_values(matrix_path, columns=genes, order="C")[2]
+        library = _library_sizes(target)
+    else:
+        target, library = x, np.ones(len(x), np.float32)
     # analysis.batch: preprocess writes each covariate column as "covariate:<column>" in the split
     names = [c[len(COVARIATE_PREFIX) :] for c in split.columns if c.startswith(COVARIATE_PREFIX)]
     spec, covariates = [], None
@@ -129,6 +150,23 @@ def load_cohort(features_path, split_path, matrix_path, likelihood):
         covariates=covariates,
         covariate_spec=spec,
     )
+
+
+def _sparse_counts(matrix_path, genes, index):
+    """(CSR float32 counts of ``genes`` in the rows of ``index``, float32 library sizes over them) of a
+    sparse cohort; the sizes are summed gene after gene, as :func:`_library_sizes` does (same numbers)."""
+    m = gsparse.read(matrix_path, genes)
+    if not m.index.equals(index):
+        pos = m.index.get_indexer(index)
+        if (pos < 0).any():
+            raise ValueError(f"{matrix_path} lacks {int((pos < 0).sum())} samples of the features")
+        m = m.take_rows(pos)
+    csc = m.csc()
+    total = np.zeros(csc.shape[0], np.float32)
+    for k in range(csc.shape[1]):
+        lo, hi = csc.indptr[k], csc.indptr[k + 1]
+        total[csc.indices[lo:hi]] += csc.data[lo:hi]
+    return m.csr(), total
 
 
 def _library_sizes(counts, block=512):

@@ -90,8 +90,8 @@ def split_metrics(model, cohort, transform, name, pca=None):
         sse += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
         c = x - train_mean
         sst += float(np.einsum("ij,ij->", c, c))
-        xt, tt, lt = (torch.from_numpy(np.ascontiguousarray(a[rows], dtype=np.float32))
-                      for a in (cohort.inputs(), cohort.target, cohort.library))
+        xt, tt, lt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                      for a in (cohort.inputs()[rows], cohort.target_rows(rows), cohort.library[rows]))
         sums += evaluate_loss(model, xt, tt, lt, beta=1.0) * len(rows)
         mus.append(mu)
         lvs.append(logvar)

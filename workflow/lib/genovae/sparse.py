@@ -257,3 +257,46 @@ def read(path, columns=None):
         del part, gene, keep, sample, value
     values = sparse.csc_matrix((data, rows, indptr), shape=(n, len(genes)), copy=False)
     return SparseMatrix(values, pd.Index(meta["samples"], dtype=object), genes)
+
+
+# ---------------------------------------------------------------- training batches
+class SparseRows:
+    """A CSR matrix as torch tensors on the training device, whose rows come out dense.
+
+    ``rows[idx]`` (an index tensor or a slice) is the dense ``len(idx) x n_cols`` float32 batch:
+    each row's non-zeros are gathered into a ``len(idx) x width`` block (``width``: the most
+    non-zeros of any row, known when the matrix is built) and scattered into zeros, with no host
+    synchronisation. The negative-binomial counts of a single-cell cohort are held this way, so a
+    batch, never the cohort, is densified.
+    """
+
+    def __init__(self, csr, device):
+        import torch
+
+        csr = csr.tocsr()
+        if not csr.has_sorted_indices:
+            csr.sort_indices()
+        self.shape = csr.shape
+        self.width = max(int(np.diff(csr.indptr).max(initial=0)), 1)
+        self.crow = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
+        # one zero at the end: the padding of short rows reads it and writes to a spare column
+        self.col = torch.as_tensor(np.append(csr.indices, self.shape[1]).astype(np.int64), device=device)
+        self.val = torch.as_tensor(np.append(csr.data, 0).astype(np.float32), device=device)
+        self.steps = torch.arange(self.width, device=device)
+        self.device = self.crow.device
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        import torch
+
+        if isinstance(idx, slice):
+            idx = torch.arange(*idx.indices(self.shape[0]), device=self.device)
+        start = self.crow[idx]
+        length = self.crow[idx + 1] - start
+        pos = start[:, None] + self.steps[None, :]
+        pos = torch.where(self.steps[None, :] < length[:, None], pos, len(self.val) - 1)
+        out = torch.zeros((len(idx), self.shape[1] + 1), dtype=torch.float32, device=self.device)
+        out.scatter_(1, self.col[pos], self.val[pos])  # padding: zeros into the spare last column
+        return out[:, : self.shape[1]]

@@ -474,13 +474,17 @@ def _train_tensors(cohort, dev):
     device once and ``rows`` is None. The batches are the same either way.
     """
     inputs = cohort.inputs()  # x, or x and the covariates (analysis.batch)
-    arrays = (inputs, cohort.target, cohort.library)
+    sparse_target = cohort.target is not inputs and not isinstance(cohort.target, np.ndarray)
+    arrays = (inputs, cohort.library) if sparse_target else (inputs, cohort.target, cohort.library)
     if dev.type == "cpu" and all(
         isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
         for a in arrays
     ):
         x = torch.from_numpy(inputs)
-        target = x if cohort.target is inputs else torch.from_numpy(cohort.target)
+        if sparse_target:  # sparse counts (nb): every row on the device, batches densified from them
+            target = cohort.target_tensor(dev)
+        else:
+            target = x if cohort.target is inputs else torch.from_numpy(cohort.target)
         rows = torch.from_numpy(np.flatnonzero(cohort.mask("train")))
         return x, target, torch.from_numpy(cohort.library), rows
     return (*cohort.tensors("train", dev), None)
