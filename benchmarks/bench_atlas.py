@@ -28,14 +28,18 @@ Steps:
 3. read every rule's Snakemake ``benchmark:`` file (wall seconds, peak RSS,
    CPU time) and the job's own peak memory, and relate each peak to the
    size of the CSR matrix (data + indices + indptr); training samples/s
-   = train cells x epochs / training seconds (round 1's train_info.json).
+   = train cells x epochs / training seconds (round 1's train_info.json);
+4. (``--compare-epochs``, default 2) train round 1's model on the run's cohort
+   with its nb counts sparse (the workflow's way: batches densified on the
+   device) and dense, alternating, twice each: samples/s and their ratio
+   (target >= 0.9). ``--compare-only`` does this step alone on a finished run.
 
 Targets (issue 19): the whole run under 30 minutes on 2 cores, and every
 rule's peak RSS at most 3x the CSR size (1.5 GB at full size; on a small
 cohort the interpreter and torch, 0.1-0.7 GB per job, dominate every ratio).
-The default 10 epochs of batch 1,024 are about 7 minutes of training at
-200,000 cells (140,000 training cells at 3,350 samples/s: 2 threads, [512, 128]
-hidden, 2,000 genes, measured with 20,000 cells on a busy 2-core machine).
+The default 10 epochs of batch 1,024 are 2.5 minutes of training at
+200,000 cells (140,000 training cells at ~9,300 samples/s: 2 threads, [512, 128]
+hidden, 2,000 genes; BENCHMARKS.md section 7), 15 minutes for the whole run.
 Generating the full-size cohort takes about 40 s and 2.1 GB of peak memory
 there (the CSR's 1.5 GB and one block).
 
@@ -47,6 +51,7 @@ folder; delete it when done.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -188,6 +193,33 @@ def training(results):
             "hidden": info["model"]["hidden"], "threads": info["threads"], "device": info["device"]["used"]}
 
 
+def sparse_vs_dense(results, epochs, batch_size, threads, pairs=2):
+    """Training samples/s on the run's cohort with its nb counts sparse (what the workflow does: batches
+    densified on the device) and dense (the same counts as one array), alternating, in this process."""
+    import torch
+
+    from genovae.dataset import load_cohort
+    from genovae.train import train_vae
+
+    torch.set_num_threads(threads)
+    model_config = json.loads((results / "rounds" / "1" / "train_info.json").read_text())["model"]
+    sparse_cohort = load_cohort(results / "preprocess" / "features.parquet", results / "preprocess" / "split.tsv",
+                                results / "data" / "matrix.parquet", "nb")
+    dense_cohort = dataclasses.replace(sparse_cohort, target=sparse_cohort.target.toarray())
+    kw = dict(model_config=model_config, epochs=epochs, batch_size=batch_size, kl_warmup_epochs=1, patience=100,
+              seed=1, progress=None, threads=threads)
+    rates = {"sparse": [], "dense": []}
+    for _ in range(pairs):
+        for kind, cohort in (("sparse", sparse_cohort), ("dense", dense_cohort)):
+            info = train_vae(cohort, **kw)[2]
+            rates[kind].append(info["n_train"] * info["epochs_run"] / info["seconds"])
+    ratios = [s / d for s, d in zip(rates["sparse"], rates["dense"])]
+    return {"epochs": epochs, "pairs": pairs, "threads": threads,
+            "sparse_samples_per_s": [round(r, 1) for r in rates["sparse"]],
+            "dense_samples_per_s": [round(r, 1) for r in rates["dense"]],
+            "ratio_sparse_over_dense": round(_common.median(ratios), 3)}
+
+
 def per_rule(jobs, csr_mb):
     """Each job's peak (the larger of Snakemake's max_rss and the job's own record) over the CSR size,
     and per rule: jobs, seconds (summed) and the largest peak."""
@@ -218,10 +250,21 @@ def main(argv=None):
     p.add_argument("--workdir", default="/tmp/genovae_atlas")
     p.add_argument("--generate-only", action="store_true", help="only generate (or find) the cohort")
     p.add_argument("--json", action="store_true", help="print the JSON, not a summary")
+    p.add_argument("--compare-epochs", type=int, default=2,
+                   help="after the run: training epochs per side of the sparse / dense comparison (0: skip)")
+    p.add_argument("--compare-only", action="store_true",
+                   help="only the sparse / dense comparison, on the finished run in --workdir (added to its JSON)")
     a = p.parse_args(argv)
     if not 0 < a.density < 1:
         p.error("--density must be between 0 and 1")
     workdir = work_folder(a.workdir, "bench_atlas")
+    if a.compare_only:
+        info = json.loads((workdir / "bench_atlas.json").read_text())
+        info["sparse_vs_dense"] = sparse_vs_dense(workdir / "results" / RUN, a.compare_epochs or 2, a.batch_size,
+                                                  info["training"]["threads"])
+        (workdir / "bench_atlas.json").write_text(json.dumps(info, indent=2) + "\n")
+        print(json.dumps(info["sparse_vs_dense"], indent=2))
+        return info
     info = {"benchmark": "bench_atlas", "command": "python benchmarks/bench_atlas.py " + " ".join(sys.argv[1:]),
             "machine": machine("cpu")}
     h5ad = workdir / f"atlas_{a.cells}x{a.genes}_t{a.types}_d{a.density:g}_s{a.seed}.h5ad"
@@ -239,6 +282,9 @@ def main(argv=None):
         info["training"] = training(results)
         info["rules"] = per_rule(jobs, info["input"]["csr_mb"])
         info["jobs"] = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in j.items()} for j in jobs]
+        if a.compare_epochs and info["training"]:
+            info["sparse_vs_dense"] = sparse_vs_dense(results, a.compare_epochs, a.batch_size,
+                                                      info["training"]["threads"])
         over = sorted(name for name, r in info["rules"].items() if r["peak_over_csr"] > 3)
         info["targets"] = {"wall_under_30_min": info["wall_s"] < 1800, "peak_at_most_3x_csr": not over,
                            "rules_over_3x": over}

@@ -128,3 +128,15 @@ def test_the_atlas_table_of_docs_cluster_is_what_genovae_asks():
                f"{minutes['collect']} min | {req['train']:.1f} GB | {req['risk_genes']:.1f} GB, "
                f"{minutes['risk_genes']} min |")
         assert row in text, row
+
+
+def test_requests_cover_every_measured_peak_of_an_atlas_run():
+    """benchmarks/runs/bench_atlas.json: 200,000 cells x 20,000 genes, sparse, 2,000 modelled genes."""
+    run = json.loads((REPO / "benchmarks" / "runs" / "bench_atlas.json").read_text())
+    shape = (run["input"]["cells"], run["input"]["genes"])
+    csr_mb = run["input"]["csr_bytes"] / 1e6
+    for job in run["jobs"]:
+        request = res.mem_mb(job["rule"], shape, 2_000, sparse_mb=csr_mb)
+        peak = max(job["peak_rss_mb"] or 0, job["max_rss_mb"] or 0)
+        assert request >= peak, (job["rule"], request, peak)
+        assert request <= max(4 * peak, 2 * res.LIGHT_MB), (job["rule"], request, peak)
