@@ -283,3 +283,19 @@ def test_latent_space_legend_has_every_level_and_split(tmp_path, figures, monkey
         xy = df[["z1", "z2"]] if ax is pca else df[["z2", "z3"]]
         for i in rows:
             assert drawn[tuple(xy.iloc[i].round(5))] == colours[cond[i]]
+
+
+def test_volcano_heights_beyond_the_smallest_float():
+    """Atlas-sized contrasts: p-values that underflow to 0 are placed by their t statistic, in order."""
+    from genovae.plots import neg_log10_p
+
+    p = np.array([0.5, 1e-10, 1e-290, 0.0, 0.0, 0.0])
+    t = np.array([0.7, 6.5, 36.5, 40.0, -80.0, 200.0])
+    y = neg_log10_p(p, t)
+    np.testing.assert_allclose(y[:3], -np.log10(p[:3]))
+    assert 300 < y[3] < y[4] < y[5]  # ordered by |t|, not all at 300
+    # the normal tail's asymptotic series: log Phi(-x) = -x^2/2 - log x - log(2 pi)/2 + log(1 - 1/x^2 + 3/x^4 ...)
+    x = 40.0
+    log_tail = -x * x / 2 - math.log(x) - math.log(2 * math.pi) / 2 + math.log(1 - 1 / x**2 + 3 / x**4)
+    assert y[3] == pytest.approx(-(math.log(2) + log_tail) / math.log(10), rel=1e-7)
+    assert neg_log10_p([0.0], [np.nan])[0] == pytest.approx(300)

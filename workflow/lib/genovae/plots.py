@@ -334,6 +334,19 @@ def fdr_cutoff(sub, level=FDR_LEVEL):
     return float(sub.loc[ok, "p_value"].max()) if ok.any() else None
 
 
+def neg_log10_p(p, t):
+    """-log10 of the moderated t-test's p-values; where a p-value underflowed (below 1e-300: a cohort of
+    thousands of cells), from the normal tail of ``t`` instead, log-space (``log_ndtr``), so that those
+    genes stay ordered by their statistic rather than piled up at one height."""
+    from scipy.special import log_ndtr
+
+    p, t = np.asarray(p, float), np.abs(np.asarray(t, float))
+    y = -np.log10(np.clip(p, 1e-300, 1))
+    tiny = (p < 1e-300) & np.isfinite(t)
+    y[tiny] = -(np.log(2.0) + log_ndtr(-t[tiny])) / np.log(10.0)
+    return y
+
+
 def volcano(risk, path, top_genes=30, dpi=120):
     from adjustText import adjust_text
 
@@ -348,7 +361,7 @@ def volcano(risk, path, top_genes=30, dpi=120):
     for ax, c in zip(axes.flat, contrasts):
         sub = df[(df["contrast"] == c) & df["p_value"].notna() & df["log2_fold_change"].notna()]
         x = sub["log2_fold_change"].to_numpy(float)
-        y = -np.log10(np.clip(sub["p_value"].to_numpy(float), 1e-300, 1))
+        y = neg_log10_p(sub["p_value"], sub["t_stat"])
         col = top_rank_column(sub)
         top = (sub[col] <= top_genes).to_numpy()
         ax.scatter(x[~top], y[~top], s=6, c="lightgrey")
@@ -371,7 +384,8 @@ def volcano(risk, path, top_genes=30, dpi=120):
         route = "VAE top" if col == "vae_rank" else "VAE abstained; t-test top"
         ax.set_title(f"{c}: {n_sig} of {len(sub)} genes at FDR < 5% ({route} {top_genes} in red)", fontsize=9)
         ax.set_xlabel("log2 fold change (classical)")
-        ax.set_ylabel("-log10 p (moderated t-test)")
+        ax.set_ylabel("-log10 p (moderated t-test" + ("; below 1e-300: normal tail of t)"
+                                                       if (sub["p_value"] < 1e-300).any() else ")"))
         lab = sub.assign(px=x, py=y).nsmallest(min(VOLCANO_LABELS, top_genes), col)
         texts = [ax.text(r["px"], r["py"], gene_label(r["gene"], r[ann_cols], max_len=16), fontsize=6.5)
                  for _, r in lab.iterrows()]
