@@ -246,8 +246,10 @@ PEAK = textwrap.dedent(
 def test_collect_and_preprocess_never_hold_the_dense_cohort(tmp_path):
     """60,000 cells x 10,000 genes at 0.5 % non-zero: dense float32 2.4 GB, CSR 36 MB.
 
-    Each step runs in a fresh process; its peak RSS must stay far below the dense
-    float32 cohort (a densifying step would need it at least once).
+    Each step runs in a fresh process; its peak RSS must stay well below the dense
+    float32 cohort: a step that densified it even once would need at least that much (and
+    collect used to densify it to float64, twice that). What is left is the interpreter and
+    its libraries (~0.3 GB) and a few blocks of genes (~0.1 GB each as float64).
     """
     n, g, nnz = 60_000, 10_000, 3_000_000
     rng = np.random.default_rng(0)
@@ -262,7 +264,7 @@ def test_collect_and_preprocess_never_hold_the_dense_cohort(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     collect_peak, preprocess_peak = json.loads(run.stdout.strip().splitlines()[-1])
     dense = n * g * 4
-    assert collect_peak < 0.4 * dense and preprocess_peak < 0.4 * dense, (collect_peak, preprocess_peak, dense)
+    assert collect_peak < 0.75 * dense and preprocess_peak < 0.75 * dense, (collect_peak, preprocess_peak, dense)
 
 
 @pytest.mark.workflow
