@@ -331,6 +331,8 @@ def test_sparse_moments_are_the_dense_ones(tmp_path, value_type, monkeypatch):
     a, _ = gde.classical_route(sp_path, *args)
     b, _ = gde.classical_route(dense_path, *args)
     pd.testing.assert_frame_equal(a, b, rtol=1e-9, atol=1e-12)
+    summed, _ = gde.classical_route(sp_path, args[0], args[1], None, *args[3:])  # library sizes from the file
+    pd.testing.assert_frame_equal(summed, a, rtol=1e-9, atol=1e-12)
 
 
 def test_sparse_rows_give_dense_batches():

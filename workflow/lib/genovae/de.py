@@ -348,7 +348,7 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
     counts = transform.value_type == "counts"
 
     rows = None  # positions of sample_ids among the file's rows
-    cohort = io.read_matrix(matrix_path) if sparse.is_sparse_file(matrix_path) else None  # read once
+    cohort = sparse.read(matrix_path) if sparse.is_sparse_file(matrix_path) else None  # read once
     if cohort is not None:
         rows = _positions(cohort.index, sample_ids, matrix_path)
 
@@ -363,7 +363,9 @@ def classical_route(matrix_path, transform, sample_ids, library_all, case_mask, 
 
     lib = None
     if counts:
-        if library_all is None:
+        if library_all is None and cohort is not None:
+            lib = cohort.row_sums()[rows]
+        elif library_all is None:
             lib = np.zeros(len(sample_ids))
             for j in range(0, n_genes, block):
                 values = read(genes[j : j + block])

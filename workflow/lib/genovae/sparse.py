@@ -114,11 +114,18 @@ class SparseMatrix:
         """Per-sample float64 sums over all genes."""
         return np.asarray(self.values.sum(axis=1, dtype=np.float64)).ravel()
 
+    def _nonzero(self, axis):
+        """Samples (axis 0) or genes (axis 1) with a non-zero, from the format held: no conversion."""
+        v = self.values
+        if v.format == ("csr" if axis == 0 else "csc"):
+            return np.diff(v.indptr) > 0
+        return np.bincount(v.indices, minlength=self.shape[axis]) > 0
+
     def nonzero_rows(self):
-        return np.diff(self.csr().indptr) > 0 if self.nnz else np.zeros(self.shape[0], bool)
+        return self._nonzero(0)
 
     def nonzero_columns(self):
-        return np.diff(self.csc().indptr) > 0 if self.nnz else np.zeros(self.shape[1], bool)
+        return self._nonzero(1)
 
     # ------------------------------------------------------------ selecting
     def take_rows(self, positions):
