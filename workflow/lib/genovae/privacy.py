@@ -348,24 +348,3 @@ def budget_decision(infos, *, round_, passed, max_rounds, settings):
         )
         log.warning(out["reason"])
     return out
-
-
-def summary_block(selection, dp_config):
-    """The ``privacy.dp`` part of summary.json from the selection (None without DP)."""
-    rounds = [r for r in selection.get("rounds", []) if r.get("epsilon") is not None]
-    last = selection.get("privacy")
-    if not last:
-        return None
-    info = selection.get("train_info", {}).get("dp", {})
-    return {
-        "enabled": True,
-        "mechanism": "DP-SGD (Poisson sampling, per-sample clipping, Gaussian noise; Opacus RDP accountant)",
-        "target_epsilon_per_round": dp_config.get("epsilon") if dp_config else info.get("target_epsilon"),
-        "delta": last.get("delta"),
-        "max_grad_norm": info.get("max_grad_norm"),
-        "epsilon_per_round": {str(r["round"]): r["epsilon"] for r in rounds},
-        "epsilon_spent": last.get("epsilon_total"),
-        "total_epsilon_budget": last.get("total_epsilon"),
-        "selected_round_noise_multiplier": info.get("noise_multiplier"),
-        "stop_reason": last.get("reason"),
-    }

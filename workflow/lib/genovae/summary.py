@@ -194,13 +194,33 @@ def privacy_warning(p):
 
 def _privacy(manifest, selection):
     """Pseudonymisation (from the collect manifest) and the DP budget spent (from the selection)."""
-    from .privacy import summary_block
-
     pseudo = manifest.get("privacy") or {"pseudonymized": False}
     return {
         "pseudonymized": bool(pseudo.get("pseudonymized")),
         **({"key_id": pseudo["key_id"]} if pseudo.get("key_id") else {}),
-        "dp": summary_block(selection, None) or {"enabled": False},
+        "dp": _dp_block(selection) or {"enabled": False},
+    }
+
+
+def _dp_block(selection):
+    """The ``privacy.dp`` part of summary.json from the selection (None without DP). Read here, not
+    in genovae.privacy, which imports torch: a summary costs no second of start-up for it."""
+    rounds = [r for r in selection.get("rounds", []) if r.get("epsilon") is not None]
+    last = selection.get("privacy")
+    if not last:
+        return None
+    info = selection.get("train_info", {}).get("dp", {})
+    return {
+        "enabled": True,
+        "mechanism": "DP-SGD (Poisson sampling, per-sample clipping, Gaussian noise; Opacus RDP accountant)",
+        "target_epsilon_per_round": info.get("target_epsilon"),
+        "delta": last.get("delta"),
+        "max_grad_norm": info.get("max_grad_norm"),
+        "epsilon_per_round": {str(r["round"]): r["epsilon"] for r in rounds},
+        "epsilon_spent": last.get("epsilon_total"),
+        "total_epsilon_budget": last.get("total_epsilon"),
+        "selected_round_noise_multiplier": info.get("noise_multiplier"),
+        "stop_reason": last.get("reason"),
     }
 
 
