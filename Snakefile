@@ -2,8 +2,11 @@
 #
 #   collect -> preprocess -> train (round r) -> evaluate -> decide (checkpoint)
 #     -> [retrain until the threshold is met or max_rounds] -> select_model
-#     -> apply_model -> plots -> summarize (verdict) -> overview, report, export_h5ad
+#     -> apply (latent, test metrics, risk genes, ...) -> plots -> summarize (verdict)
+#     -> overview, report, export_h5ad
 #   apply_new (on demand): a new cohort through the saved transform and model
+#   small cohorts run fewer, fatter jobs (resources.job_layout): each round's train job
+#   also evaluates it, and apply_model applies the selected model in one job
 #
 # Read the stages in workflow/rules/; the logic lives in workflow/lib/genovae/.
 
@@ -45,3 +48,8 @@ rule all:
 
 onsuccess:
     print(end_of_run_message())
+    cancel_idle_scheduler_timers()
+
+
+onerror:
+    cancel_idle_scheduler_timers()

@@ -47,11 +47,17 @@ IMPORTS = {
     "evaluate": "import genovae.rounds, genovae.evaluate, genovae.labels, genovae.dataset, genovae.pca, torch, "
                 "scipy.sparse.linalg",
     "decide": "import genovae.rounds, genovae.evaluate",
-    "select_model": "import genovae.rounds, torch",
+    "select_model": "import genovae.rounds",
     "latent": "import genovae.apply, genovae.evaluate, genovae.dataset, genovae.model, torch",
     "test_metrics": "import genovae.apply, genovae.labels, genovae.dataset, genovae.model, genovae.pca, torch, "
                     "sklearn.linear_model, sklearn.neighbors, scipy.sparse.linalg",
-    "risk_genes": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, torch, scipy.stats",
+    "risk_genes": "import genovae.apply, genovae.risk, genovae.dataset, genovae.model, torch, scipy.special",
+    "predict": "import genovae.apply, genovae.predict, genovae.dataset, genovae.model, torch, sklearn.linear_model, "
+               "matplotlib.pyplot",
+    "loadings": "import genovae.apply, genovae.loadings, genovae.dataset, genovae.model, torch, matplotlib.pyplot",
+    "apply_model": "import genovae.apply, genovae.risk, genovae.labels, genovae.predict, genovae.loadings, "
+                   "genovae.dataset, genovae.model, genovae.pca, torch, sklearn.linear_model, sklearn.neighbors, "
+                   "scipy.sparse.linalg, scipy.special, matplotlib.pyplot",
     "risk_table": "import genovae.apply, genovae.io",
     "plots": "import genovae.plots, matplotlib.pyplot",
     "summarize": "import genovae.summary",  # no torch, scikit-learn or scipy since risk.py imports them lazily

@@ -32,6 +32,9 @@ def tiny_file_config(workdir):
     cfg["analysis"] = {"condition": "tumour_type"}
     cfg["retrain"] = {"metric": "val_r2", "threshold": 2.0, "max_rounds": 2, "stop_without_improvement": False}
     cfg["preprocess"] = {"n_top_genes": 100}
+    # one job per step, so that each test can name the steps a change reruns (the merged layout's
+    # reruns, by job: tests/test_job_layout.py)
+    cfg["resources"] = {"job_layout": "per_step"}
     return cfg
 
 

@@ -61,9 +61,12 @@ def rounds_on_disk(workdir):
 
 def test_dry_run_lists_the_pipeline(tiny):
     jobs = planned_jobs(tiny)
-    for rule in ("simulate", "preprocess", "train", "evaluate", "decide", "select_model", "latent",
-                 "test_metrics", "risk_table", "plots", "summarize", "all"):
+    # a tiny cohort: the merged job layout (each round trains and evaluates in one job, one job
+    # applies the model); one job per step: tests/test_job_layout.py
+    for rule in ("simulate", "preprocess", "train", "decide", "select_model", "apply_model", "plots",
+                 "summarize", "all"):
         assert rule in jobs, f"{rule} missing from the dry run: {jobs}"
+    assert "evaluate" not in jobs and "latent" not in jobs
     # before the first checkpoint has run, only round 1 is planned
     assert jobs["train"] == 1
 
@@ -114,13 +117,13 @@ def test_full_run_produces_every_output(tiny):
     # every job's log reports its true peak memory; provenance collects it (a trained
     # model's job holds at least the interpreter with torch: well over 50 MB)
     upstream = ("preprocess.log", "train/round_1.log", "evaluate/round_1.log", "latent.log",
-                "test_metrics.log", "risk_genes/1.log", "summarize.log", "plots.log")  # jobs provenance waits for
+                "test_metrics.log", "risk_genes.log", "summarize.log", "plots.log")  # jobs provenance waits for
     peaks = {job: prov["jobs"][job].get("peak_memory_mb") for job in upstream}
     assert all(isinstance(p, int) and 50 < p < 20_000 for p in peaks.values()), peaks
     assert all(prov["jobs"][job]["status"] == "ok" for job in upstream)
-    # risk genes: one job per contrast (the simulated cohort: two groups, one contrast), joined into one table
-    assert (r / "risk/1/risk_genes.tsv").is_file() and not (r / "risk/2").exists()
-    assert (r / "risk_genes.tsv").read_text() == (r / "risk/1/risk_genes.tsv").read_text()
+    # risk genes: the simulated cohort's two groups make one contrast, computed in apply_model
+    # (the per-contrast files of one job per step: tests/test_job_layout.py)
+    assert "contrast 1 of 1" in (r / "logs/risk_genes.log").read_text() and not (r / "risk").exists()
     assert "commit" in prov["workflow"]
     latent = pd.read_csv(r / "latent.tsv", sep="\t")
     assert len(latent) == 60 and [c for c in latent if c.startswith("z")] == ["z1", "z2", "z3", "z4"]
@@ -217,7 +220,7 @@ def test_config_changes_rerun_only_affected_jobs(tiny):
     run_snakemake(tiny)
     # a model setting: training and what follows, not collect/preprocess
     jobs = planned_jobs(tiny, "--config", "model={latent_dim: 3}")
-    assert "train" in jobs and "latent" in jobs
+    assert "train" in jobs and "apply_model" in jobs  # a tiny cohort: the merged job layout
     assert "simulate" not in jobs and "preprocess" not in jobs
     # a preprocessing setting: preprocess and what follows, not collect
     jobs = planned_jobs(tiny, "--config", "preprocess={n_top_genes: 60}")

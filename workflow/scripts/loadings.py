@@ -10,8 +10,8 @@ def step(sm, _log):
     loadings_step(
         **model_files(sm),
         genes=sm.input.genes,
-        out_table=sm.output.table,
-        out_plot=sm.output.plot,
+        out_table=sm.output.loadings,
+        out_plot=sm.output.loadings_plot,
         threads=sm.threads,
         **sm.params.loadings,
     )

@@ -10,9 +10,9 @@ def step(sm, _log):
     predict_step(
         **model_files(sm),
         out_classifier=sm.output.classifier,
-        out_metrics=sm.output.metrics,
+        out_metrics=sm.output.prediction_metrics,
         out_predictions=sm.output.predictions,
-        out_plot=sm.output.plot,
+        out_plot=sm.output.reliability,
         threads=sm.threads,
         **sm.params.predict,
     )

@@ -1,11 +1,11 @@
-"""Rule train: one round of VAE training."""
+"""Rule train: one round of VAE training (in the merged job layout, then its evaluation)."""
 
-from _bootstrap import run_rule
+from _bootstrap import run_rule, run_steps
 
-from genovae.rounds import train_round
+from genovae.rounds import evaluate_round, train_round
 
 
-def step(sm, log_stream):
+def train(sm, log_stream):
     train_round(
         features=sm.input.features,
         split=sm.input.split,
@@ -22,4 +22,23 @@ def step(sm, log_stream):
     )
 
 
-run_rule(snakemake, step)  # noqa: F821
+def evaluate(sm, _log):
+    """Rule evaluate's step (scripts/evaluate.py), on the model just trained."""
+    evaluate_round(
+        model=sm.output.model,
+        features=sm.input.features,
+        split=sm.input.split,
+        matrix=sm.input.matrix,
+        transform=sm.input.transform,
+        samples=sm.input.samples,
+        out_metrics=sm.output.metrics,
+        round_=int(sm.wildcards.round),
+        **sm.params.labels,
+    )
+
+
+sm = snakemake  # noqa: F821
+if "metrics" in sm.output.keys():  # the merged job layout: the round's evaluation follows
+    run_steps(sm, [("train", sm.log.train, train), ("evaluate", sm.log.evaluate, evaluate)])
+else:
+    run_rule(sm, train)

@@ -1,7 +1,8 @@
 """Apply the selected model: latent means and errors, test metrics, risk genes per contrast.
 
-One step per rule (``latent``, ``test_metrics``, ``risk_genes`` for each contrast, ``risk_table``)
-and ``apply_new_data`` for rule ``apply_new``; the computations are in evaluate, labels and risk.
+One step per rule (``latent``, ``test_metrics``, ``risk_genes`` for each contrast, ``risk_table``;
+rule ``apply_model`` runs them, every contrast included, in one process) and ``apply_new_data`` for
+rule ``apply_new``; the computations are in evaluate, labels and risk.
 """
 
 from __future__ import annotations
@@ -192,6 +193,34 @@ def risk_step(
     io.write_tsv(out_risk, risk)
     io.write_tsv(out_dims, dims)
     io.write_json(out_route, route)
+
+
+def risk_all_step(*, model, features, split, matrix, transform, genes, out_risk, out_dims, out_routes, case=None,
+                  control=None, **settings):
+    """Rule ``apply_model``'s risk genes: :func:`risk_step` for every contrast, into a temporary folder
+    beside ``out_risk``, joined by :func:`risk_table_step`: the files the per-step layout's
+    ``risk_genes`` and ``risk_table`` jobs write, computed by the same code with the same seeds."""
+    import logging
+    import shutil
+    import tempfile
+
+    from . import io
+    from .risk import contrasts
+
+    n = len(contrasts(io.read_split(split)["condition"].to_numpy(), case, control))
+    tmp = tempfile.mkdtemp(prefix=".risk_genes.", dir=os.path.dirname(os.path.abspath(out_risk)))
+    try:
+        numbers = range(1, n + 1)
+        parts = {kind: [os.path.join(tmp, f"{c}.{kind}") for c in numbers] for kind in ("risk", "dims", "route")}
+        for c in range(1, n + 1):
+            logging.getLogger("genovae").info("risk genes: contrast %d of %d", c, n)
+            risk_step(model=model, features=features, split=split, matrix=matrix, transform=transform, genes=genes,
+                      contrast=c, out_risk=parts["risk"][c - 1], out_dims=parts["dims"][c - 1],
+                      out_route=parts["route"][c - 1], case=case, control=control, **settings)
+        risk_table_step(risk=parts["risk"], dims=parts["dims"], routes=parts["route"], out_risk=out_risk,
+                        out_dims=out_dims, out_routes=out_routes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def risk_table_step(*, risk, dims, routes, out_risk, out_dims, out_routes):

@@ -25,7 +25,8 @@ import math
 import os
 
 #: rules that hold the modelled genes and load torch (train apart)
-MODEL_RULES = ("evaluate", "latent", "test_metrics", "risk_genes", "predict", "loadings", "generate", "apply_new")
+MODEL_RULES = ("evaluate", "latent", "test_metrics", "risk_genes", "predict", "loadings", "generate", "apply_new",
+               "apply_model")
 #: MB = base + ratio x float32 MB of the matrix the rule holds ("all": every collected gene;
 #: "modelled": the genes the model reads)
 MEMORY = {
@@ -124,6 +125,28 @@ def estimated_sparse_mb(manifest=None, expression=None):
     if expression and str(expression).lower().endswith(".h5ad") and os.path.isfile(expression):
         return os.path.getsize(expression) / 1e6
     return None
+
+
+# ------------------------------------------------------------------ job layout
+#: ``resources.job_layout: auto``: fewer, fatter jobs (``merged``) for a cohort of at most this
+#: many values. Each job spends 1.5-3 s starting Python and importing torch and scikit-learn, more
+#: than its work on a cohort of this size: on the demo (83 x 2,308) the nine apply jobs' work is
+#: 3.6 s in one process against 10.8 s of wall time as nine jobs on 2 cores, and a round's
+#: evaluation 0.7 s against a 3 s job (BENCHMARKS.md, the demo). Above it, the steps' work grows with
+#: the cohort, and one job per step lets a cluster run them side by side and Snakemake rerun only
+#: the step whose settings changed.
+MERGED_MAX_VALUES = 20_000_000
+
+
+def merged_jobs(setting, shape):
+    """True for the merged job layout (each round's training job also evaluates it; rule apply_model
+    applies the selected model in one job), False for one job per step: ``resources.job_layout``
+    (merged, per_step), or under ``auto`` from ``shape``, the cohort's (samples, genes) as known
+    before collect (:func:`estimated_shape` without the manifest, so that the layout stays the same
+    from one run to the next; None, unknown: one job per step)."""
+    if setting != "auto":
+        return setting == "merged"
+    return shape is not None and shape[0] * shape[1] <= MERGED_MAX_VALUES
 
 
 # ------------------------------------------------------------------ threads

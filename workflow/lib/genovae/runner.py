@@ -133,8 +133,9 @@ def job_record_path(log_path):
     return log_path.with_name(log_path.stem + ".job.json")
 
 
-def write_job_record(log_path, rule, started, status):
-    """Beside the log: the job's rule, start and end (UTC), seconds, status and true peak memory (MB).
+def write_job_record(log_path, rule, started, status, step=None):
+    """Beside the log: the job's rule (and ``step``, in a job of several), start and end (UTC),
+    seconds, status and true peak memory (MB: in a job of several steps, the job's peak so far).
 
     Read by provenance (``provenance.json``'s ``jobs``) and the benchmarks; Snakemake's own
     benchmark samples memory about once a second and can miss a short peak.
@@ -146,8 +147,9 @@ def write_job_record(log_path, rule, started, status):
     stamp = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")  # noqa: E731
     try:
         io.write_json(job_record_path(log_path), {
-            "rule": rule, "status": status, "start": stamp(started), "end": stamp(end),
-            "seconds": round(end - started, 3), "peak_memory_mb": None if peak is None else int(round(peak)),
+            "rule": rule, **({"step": step} if step else {}), "status": status,
+            "start": stamp(started), "end": stamp(end), "seconds": round(end - started, 3),
+            "peak_memory_mb": None if peak is None else int(round(peak)),
         })
     except OSError:  # the record is a courtesy: never turn a finished job into a failed one
         pass
@@ -156,42 +158,52 @@ def write_job_record(log_path, rule, started, status):
 def run_rule(snakemake, step):
     """Call ``step(snakemake, log_stream)`` with logging and user-facing errors."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
-    stream = setup_logging(log_path)
+    run_steps(snakemake, [(None, log_path, step)])
+
+
+def run_steps(snakemake, steps):
+    """Run a job's ``steps``, ``(name, log path, step)`` each, in order, in this one process.
+
+    Each step logs to its own file and writes its own job record beside it (rule apply_model: the
+    steps that are jobs of their own in the per-step layout keep their logs). The first failure
+    ends the job: every output of the job is removed, and the message names the rule and the step.
+    """
     log = logging.getLogger("genovae")
-    log.info("rule %s started", snakemake.rule)
-    try:
-        prepare_outputs(snakemake)
-    except GenovaeError as exc:  # nothing written, and nothing removed: the paths are not the run's
-        msg = f"genovae: rule {snakemake.rule} failed: {exc}"
-        log.error(msg)
-        print("\n" + msg + "\n", file=sys.stderr, flush=True)
-        sys.exit(1)
-    started = time.time()
-    status = "failed"
-    try:
-        step(snakemake, stream)
-        status = "ok"
-        # the true peak of the job (Snakemake's benchmark: samples memory about once a second)
-        peak = peak_rss_mb()
-        log.info("rule %s finished%s", snakemake.rule, "" if peak is None else f" (peak memory {peak:.0f} MB)")
-    except GenovaeError as exc:
-        _remove_outputs(list(snakemake.output))
-        msg = f"genovae: rule {snakemake.rule} failed: {exc}"
-        log.error(msg)
-        print("\n" + msg + "\n", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except Exception as exc:
-        _remove_outputs(list(snakemake.output))
-        problem = os_error_message(exc, list(snakemake.output))
-        if problem is not None:  # disk full, permission denied: the user's to fix, no traceback
-            msg = f"genovae: rule {snakemake.rule} failed: {problem} ({exc.strerror or exc})"
-            log.error(msg)
-            print("\n" + msg + "\n", file=sys.stderr, flush=True)
-            sys.exit(1)
-        log.error("unexpected error in rule %s:\n%s", snakemake.rule, traceback.format_exc())
-        raise
-    finally:
-        if log_path:
-            write_job_record(log_path, snakemake.rule, started, status)
-        if stream is not None:
-            stream.flush()
+    for i, (name, log_path, step) in enumerate(steps):
+        what = snakemake.rule if name is None else f"{snakemake.rule} (step {name})"
+        stream = setup_logging(log_path)
+        log.info("rule %s started", what)
+        if i == 0:
+            try:
+                prepare_outputs(snakemake)
+            except GenovaeError as exc:  # nothing written, and nothing removed: the paths are not the run's
+                _fail(log, f"genovae: rule {what} failed: {exc}")
+        started = time.time()
+        status = "failed"
+        try:
+            step(snakemake, stream)
+            status = "ok"
+            # the true peak of the job (Snakemake's benchmark: samples memory about once a second)
+            peak = peak_rss_mb()
+            log.info("rule %s finished%s", what, "" if peak is None else f" (peak memory {peak:.0f} MB)")
+        except GenovaeError as exc:
+            _remove_outputs(list(snakemake.output))
+            _fail(log, f"genovae: rule {what} failed: {exc}")
+        except Exception as exc:
+            _remove_outputs(list(snakemake.output))
+            problem = os_error_message(exc, list(snakemake.output))
+            if problem is not None:  # disk full, permission denied: the user's to fix, no traceback
+                _fail(log, f"genovae: rule {what} failed: {problem} ({exc.strerror or exc})")
+            log.error("unexpected error in rule %s:\n%s", what, traceback.format_exc())
+            raise
+        finally:
+            if log_path:
+                write_job_record(log_path, snakemake.rule, started, status, name)
+            if stream is not None:
+                stream.flush()
+
+
+def _fail(log, msg):
+    log.error(msg)
+    print("\n" + msg + "\n", file=sys.stderr, flush=True)
+    sys.exit(1)

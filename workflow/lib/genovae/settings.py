@@ -383,6 +383,16 @@ class Settings:
             "seed": self.train.seed,
         }
 
+    def apply_model_params(self):
+        """Rule apply_model (the apply steps in one job): the params of the steps it runs."""
+        a = self.analysis
+        return {
+            "labels": self.label_params(),
+            "risk": self.risk_params(),
+            **({"predict": self.predict_params()} if a.predict else {}),
+            **({"loadings": self.loadings_params()} if a.loadings else {}),
+        }
+
     def loadings_params(self):
         return {"seed": self.train.seed, "dpi": self.plots.dpi}
 
