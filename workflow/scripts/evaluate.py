@@ -2,21 +2,11 @@
 
 from _bootstrap import run_rule
 
-from genovae.rounds import evaluate_round
+from genovae.rounds import evaluate_job
 
 
 def step(sm, _log):
-    evaluate_round(
-        model=sm.input.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
-        samples=sm.input.samples,
-        out_metrics=sm.output.metrics,
-        round_=int(sm.wildcards.round),
-        **sm.params.labels,
-    )
+    evaluate_job(sm, sm.input.model)
 
 
 run_rule(snakemake, step)  # noqa: F821

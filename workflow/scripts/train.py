@@ -2,7 +2,7 @@
 
 from _bootstrap import run_rule, run_steps
 
-from genovae.rounds import evaluate_round, train_round
+from genovae.rounds import evaluate_job, train_round
 
 
 def train(sm, log_stream):
@@ -24,17 +24,7 @@ def train(sm, log_stream):
 
 def evaluate(sm, _log):
     """Rule evaluate's step (scripts/evaluate.py), on the model just trained."""
-    evaluate_round(
-        model=sm.output.model,
-        features=sm.input.features,
-        split=sm.input.split,
-        matrix=sm.input.matrix,
-        transform=sm.input.transform,
-        samples=sm.input.samples,
-        out_metrics=sm.output.metrics,
-        round_=int(sm.wildcards.round),
-        **sm.params.labels,
-    )
+    evaluate_job(sm, sm.output.model)
 
 
 sm = snakemake  # noqa: F821

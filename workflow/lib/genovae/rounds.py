@@ -94,6 +94,22 @@ def train_round(
     return info
 
 
+def evaluate_job(sm, model):
+    """Rule evaluate's step, from a job's ``snakemake`` object: round ``sm.wildcards.round``'s
+    ``model`` (rule evaluate's input; in the merged job layout, rule train's output)."""
+    evaluate_round(
+        model=model,
+        features=sm.input.features,
+        split=sm.input.split,
+        matrix=sm.input.matrix,
+        transform=sm.input.transform,
+        samples=sm.input.samples,
+        out_metrics=sm.output.metrics,
+        round_=int(sm.wildcards.round),
+        **sm.params.labels,
+    )
+
+
 def evaluate_round(
     *, model, features, split, matrix, transform, samples, out_metrics, round_, condition, labels=(), batch=()
 ):
