@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 import _common  # noqa: F401  (puts workflow/lib on sys.path)
 from _common import machine
 
@@ -68,7 +70,9 @@ VARIANTS = {
 }
 
 
-def config_of(name, variant, threshold, max_rounds):
+def config_of(name, variant, threshold, max_rounds, overrides=()):
+    """The config of one run; ``overrides``: ``section.key=value`` (YAML value) set last, e.g.
+    ``model.dropout=0.0`` (on the command line: ``--set``)."""
     spec = DATASETS[name]
     cfg = {"run": f"{name}-{variant}", "analysis": {"condition": spec["condition"]}}
     if spec["files"] is None:
@@ -82,6 +86,12 @@ def config_of(name, variant, threshold, max_rounds):
         cfg.setdefault(section, {}).update(values)
     cfg.setdefault("retrain", {}).update(metric="val_mse_ratio_pca", threshold=threshold, max_rounds=max_rounds)
     cfg["train"] = {"threads": 1, "device": "cpu"}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        section, _, sub = key.partition(".")
+        if not (section and sub and _):
+            raise SystemExit(f"--set {item!r}: expected section.key=value")
+        cfg.setdefault(section, {})[sub] = yaml.safe_load(value)
     return cfg
 
 
@@ -160,7 +170,7 @@ def held_out(model_path, p, condition):
 
     from genovae.dataset import load_cohort, load_labels
     from genovae.evaluate import encode, fit_pca, split_metrics
-    from genovae.labels import compare_heldout
+    from genovae.labels import compare, compare_heldout
     from genovae.model import load_model
     from genovae.preprocess import Transform
 
@@ -173,7 +183,14 @@ def held_out(model_path, p, condition):
     test_mask = cohort.mask("test")
     rows = compare_heldout(reps, labels, ~test_mask, test_mask)
     knn = {r["representation"]: r.get("knn_accuracy") for r in rows if r["label"] == condition}
+    # every sample, leave-one-out (labels.label_structure): far less noisy than 8-30 test samples
+    every = {r["representation"]: r for r in compare(reps, labels) if r["label"] == condition}
     return {
+        "n_all": int(len(cohort.sample_ids)),
+        "knn_all_vae": every["vae"].get("knn_accuracy"),
+        "knn_all_pca": every["pca"].get("knn_accuracy"),
+        "silhouette_all_vae": every["vae"].get("silhouette"),
+        "silhouette_all_pca": every["pca"].get("silhouette"),
         "test_n": int(test_mask.sum()),
         "test_mse_ratio_pca": test["test_mse_ratio_pca"],
         "test_r2": test["test_r2"],
@@ -186,11 +203,11 @@ def held_out(model_path, p, condition):
     }
 
 
-def bench(name, variant, threshold, max_rounds):
+def bench(name, variant, threshold, max_rounds, overrides=()):
     from genovae.loop import select_round
     from genovae.settings import load_settings
 
-    S = load_settings(config_of(name, variant, threshold, max_rounds))
+    S = load_settings(config_of(name, variant, threshold, max_rounds, overrides))
     with tempfile.TemporaryDirectory(prefix=f"bench_loop_{name}_") as tmp:
         tmp = Path(tmp)
         p = prepare(S, name, tmp)
@@ -220,15 +237,17 @@ def bench(name, variant, threshold, max_rounds):
 def markdown(results):
     lines = [
         "| dataset | variant | n train × genes | hidden (selected) | round 1 val ratio | selected (round) | rounds "
-        "| diagnosis per round | test ratio | 5-NN VAE / PCA |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| diagnosis per round | test ratio | 5-NN VAE / PCA | all samples: LOO 5-NN, silhouette VAE / PCA |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         diag = "; ".join(f"{x['round']}: {x['diagnosis']}" for x in r["rounds"])
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['n_train']} × {r['n_genes']} | {r['hidden']} "
             f"| {r['round1_value']:.3f} | {r['selected_value']:.3f} ({r['selected_round']}) | {r['rounds_run']} "
-            f"| {diag} | {r['test_mse_ratio_pca']:.3f} | {r['knn_vae']:.2f} / {r['knn_pca']:.2f} |"
+            f"| {diag} | {r['test_mse_ratio_pca']:.3f} | {r['knn_vae']:.2f} / {r['knn_pca']:.2f} "
+            f"| {r['knn_all_vae']:.2f} / {r['knn_all_pca']:.2f}, {r['silhouette_all_vae']:.2f} / "
+            f"{r['silhouette_all_pca']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -239,6 +258,8 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
     ap.add_argument("--threshold", type=float, default=1.03)
     ap.add_argument("--max-rounds", type=int, default=3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config value on top of the variant's, e.g. model.dropout=0.0 (repeatable)")
     ap.add_argument("--json", help="write the results (and the machine) to this file")
     args = ap.parse_args(argv)
     import torch
@@ -252,7 +273,8 @@ def main(argv=None):
             continue
         for variant in args.variants:
             t0 = time.perf_counter()
-            r = bench(name, variant, args.threshold, args.max_rounds)
+            r = bench(name, variant, args.threshold, args.max_rounds, args.overrides)
+            r["overrides"] = list(args.overrides)
             r["seconds"] = round(time.perf_counter() - t0, 1)
             results.append(r)
             print(json.dumps(r, default=str), flush=True)
