@@ -314,12 +314,18 @@ def cohort_size():
     if path.is_file():
         with open(path) as fh:
             manifest = json.load(fh)
-    simulate = S.simulate.asdict() if S.simulate_source else None
-    expression = S.data.expression if not S.simulate_source else None
+    simulate, expression = cohort_sources()
     return {
         "shape": estimated_shape(manifest, simulate, expression),
         "sparse_mb": estimated_sparse_mb(manifest, expression),
     }
+
+
+def cohort_sources():
+    """What tells the cohort's size before collect: (the simulate settings, the expression file)."""
+    if S.simulate_source:
+        return S.simulate.asdict(), None
+    return None, S.data.expression
 
 
 def merged_jobs():
@@ -329,9 +335,7 @@ def merged_jobs():
     to the next (genovae.resources.merged_jobs)."""
     from genovae.resources import estimated_shape, merged_jobs as merged
 
-    simulate = S.simulate.asdict() if S.simulate_source else None
-    expression = S.data.expression if not S.simulate_source else None
-    return merged(S.resources.job_layout, estimated_shape(None, simulate, expression))
+    return merged(S.resources.job_layout, estimated_shape(None, *cohort_sources()))
 
 
 MERGED_JOBS = merged_jobs()

@@ -2,16 +2,6 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import latent_step, model_files
+from genovae.apply import latent_job
 
-
-def step(sm, _log):
-    latent_step(
-        **model_files(sm),
-        out_latent=sm.output.latent,
-        out_errors=sm.output.errors,
-        threads=sm.threads,
-    )
-
-
-run_rule(snakemake, step)  # noqa: F821
+run_rule(snakemake, latent_job)  # noqa: F821

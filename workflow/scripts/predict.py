@@ -2,20 +2,6 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import model_files
-from genovae.predict import predict_step
+from genovae.predict import predict_job
 
-
-def step(sm, _log):
-    predict_step(
-        **model_files(sm),
-        out_classifier=sm.output.classifier,
-        out_metrics=sm.output.prediction_metrics,
-        out_predictions=sm.output.predictions,
-        out_plot=sm.output.reliability,
-        threads=sm.threads,
-        **sm.params.predict,
-    )
-
-
-run_rule(snakemake, step)  # noqa: F821
+run_rule(snakemake, predict_job)  # noqa: F821

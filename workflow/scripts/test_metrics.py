@@ -2,18 +2,6 @@
 
 from _bootstrap import run_rule
 
-from genovae.apply import model_files, test_metrics_step
+from genovae.apply import test_metrics_job
 
-
-def step(sm, _log):
-    test_metrics_step(
-        **model_files(sm),
-        samples=sm.input.samples,
-        out_test=sm.output.test,
-        out_labels=sm.output.labels,
-        threads=sm.threads,
-        **sm.params.labels,
-    )
-
-
-run_rule(snakemake, step)  # noqa: F821
+run_rule(snakemake, test_metrics_job)  # noqa: F821

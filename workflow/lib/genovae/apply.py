@@ -85,6 +85,31 @@ def model_files(sm):
     return {key: sm.input[key] for key in MODEL_FILES}
 
 
+# -- each step from a job's ``snakemake`` object: the same call in its own job (per-step job layout)
+# and in rule apply_model (merged), whose outputs and params carry the same names
+def latent_job(sm, _log=None):
+    """Rule ``latent``'s step."""
+    latent_step(**model_files(sm), out_latent=sm.output.latent, out_errors=sm.output.errors, threads=sm.threads)
+
+
+def test_metrics_job(sm, _log=None):
+    """Rule ``test_metrics``'s step."""
+    test_metrics_step(**model_files(sm), samples=sm.input.samples, out_test=sm.output.test,
+                      out_labels=sm.output.labels, threads=sm.threads, **sm.params.labels)
+
+
+def risk_job(sm, _log=None):
+    """Rule ``risk_genes``'s step: the contrast of wildcard ``contrast``."""
+    risk_step(**model_files(sm), genes=sm.input.genes, contrast=int(sm.wildcards.contrast), out_risk=sm.output.risk,
+              out_dims=sm.output.dims, out_route=sm.output.route, threads=sm.threads, **sm.params.risk)
+
+
+def risk_all_job(sm, _log=None):
+    """Rule ``apply_model``'s risk genes: every contrast, joined as rule ``risk_table`` joins them."""
+    risk_all_step(**model_files(sm), genes=sm.input.genes, out_risk=sm.output.risk, out_dims=sm.output.dims,
+                  out_routes=sm.output.routes, threads=sm.threads, **sm.params.risk)
+
+
 def _load(model, features, split, matrix, transform, threads):
     """(model, saved blob, transform, cohort) of the selected model, with torch on ``threads`` threads."""
     import torch
@@ -212,7 +237,7 @@ def risk_all_step(*, model, features, split, matrix, transform, genes, out_risk,
     try:
         numbers = range(1, n + 1)
         parts = {kind: [os.path.join(tmp, f"{c}.{kind}") for c in numbers] for kind in ("risk", "dims", "route")}
-        for c in range(1, n + 1):
+        for c in numbers:
             logging.getLogger("genovae").info("risk genes: contrast %d of %d", c, n)
             risk_step(model=model, features=features, split=split, matrix=matrix, transform=transform, genes=genes,
                       contrast=c, out_risk=parts["risk"][c - 1], out_dims=parts["dims"][c - 1],

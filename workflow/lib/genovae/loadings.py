@@ -63,6 +63,14 @@ def loadings_table(loadings, genes, annotation=None):
     return table
 
 
+def loadings_job(sm, _log=None):
+    """Rule ``loadings``'s step from a job's ``snakemake`` object (also run by rule apply_model)."""
+    from .apply import model_files
+
+    loadings_step(**model_files(sm), genes=sm.input.genes, out_table=sm.output.loadings,
+                  out_plot=sm.output.loadings_plot, threads=sm.threads, **sm.params.loadings)
+
+
 def loadings_step(*, model, features, split, matrix, transform, genes, out_table, out_plot, seed=0, top=8,
                   dpi=120, threads=1):
     """Rule ``loadings``: latent_loadings.tsv and a figure of each dimension's top genes."""

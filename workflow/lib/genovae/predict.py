@@ -88,6 +88,15 @@ def fit_and_score(reps, y, train, test, C=1.0, seed=0):
     return out, classes
 
 
+def predict_job(sm, _log=None):
+    """Rule ``predict``'s step from a job's ``snakemake`` object (also run by rule apply_model)."""
+    from .apply import model_files
+
+    predict_step(**model_files(sm), out_classifier=sm.output.classifier, out_metrics=sm.output.prediction_metrics,
+                 out_predictions=sm.output.predictions, out_plot=sm.output.reliability, threads=sm.threads,
+                 **sm.params.predict)
+
+
 def predict_step(*, model, features, split, matrix, transform, out_classifier, out_metrics, out_predictions,
                  out_plot, C=1.0, seed=0, threads=1):
     """Rule ``predict``: fit the classifiers, score them on the test samples, save the latent one."""
