@@ -59,6 +59,9 @@ DATASETS = {
                   min_group=3),
     "pbmc68k_reduced": dict(files=("expression.tsv", "samples.tsv"), value_type="log", condition="bulk_labels",
                             data={"log_base": "e"}),
+    # the same cells as UMI counts (counts.tsv), as a user of a count matrix would give them
+    "pbmc68k_counts": dict(files=("counts.tsv", "samples.tsv"), value_type="counts", condition="bulk_labels",
+                           folder="pbmc68k_reduced"),
     "simulate": dict(files=None, value_type="counts", condition="condition"),
 }
 
@@ -78,7 +81,7 @@ def config_of(name, variant, threshold, max_rounds, overrides=()):
     if spec["files"] is None:
         cfg["data"] = {"source": "simulate"}
     else:
-        d = SHARED / name
+        d = SHARED / spec.get("folder", name)
         cfg["data"] = {"expression": str(d / spec["files"][0]), "samples": str(d / spec["files"][1]),
                        "value_type": spec["value_type"], **spec.get("data", {})}
     cfg["preprocess"] = dict(spec.get("preprocess", {}))
@@ -226,7 +229,8 @@ def bench(name, variant, threshold, max_rounds, overrides=()):
                 {k: d.get(k) for k in ("round", "value", "passed", "diagnosis", "diagnosis_reason", "change")}
                 | {"hidden": (d.get("settings") or {}).get("hidden"), "seconds": round(s, 1),
                    "train_ratio_pca": d["evidence"]["train_ratio_pca"],
-                   "gap_vs_pca": d["evidence"]["gap_vs_pca"], "active_units": d["evidence"]["active_units"]}
+                   "gap_vs_pca": d["evidence"]["gap_vs_pca"], "active_units": d["evidence"]["active_units"],
+                   "best_epoch": d["evidence"].get("best_epoch"), "epochs_run": d["evidence"].get("epochs_run")}
                 for d, s in zip(decisions, seconds)
             ],
             **held_out(models[selected - 1], p, S.analysis.condition),
@@ -260,6 +264,8 @@ def main(argv=None):
     ap.add_argument("--max-rounds", type=int, default=3)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a config value on top of the variant's, e.g. model.dropout=0.0 (repeatable)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[],
+                    help="train.seed values: each dataset and variant is run once per seed (the split stays)")
     ap.add_argument("--json", help="write the results (and the machine) to this file")
     args = ap.parse_args(argv)
     import torch
@@ -268,13 +274,16 @@ def main(argv=None):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results, info = [], machine()
     for name in args.datasets:
-        if DATASETS[name]["files"] is not None and not (SHARED / name).is_dir():
-            print(f"skip {name}: {SHARED / name} is missing", file=sys.stderr)
+        folder = SHARED / DATASETS[name].get("folder", name)
+        if DATASETS[name]["files"] is not None and not folder.is_dir():
+            print(f"skip {name}: {folder} is missing", file=sys.stderr)
             continue
-        for variant in args.variants:
+        for variant, seed in ((v, s) for v in args.variants for s in args.seeds or [None]):
+            overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
             t0 = time.perf_counter()
-            r = bench(name, variant, args.threshold, args.max_rounds, args.overrides)
-            r["overrides"] = list(args.overrides)
+            r = bench(name, variant, args.threshold, args.max_rounds, overrides)
+            r["overrides"] = overrides
+            r["seed"] = seed
             r["seconds"] = round(time.perf_counter() - t0, 1)
             results.append(r)
             print(json.dumps(r, default=str), flush=True)

@@ -271,9 +271,11 @@ def test_dp_training_takes_the_covariates():
 def test_golub_independent_set_is_mixed_better_by_the_conditioned_model(tmp_path):
     """A real technical covariate: golub_all_aml's `split` column, the paper's 38-sample training set
     against its 34-sample independent set (collected later, from more centres). Conditioned on it,
-    the latent space mixes the two sets better and predicts them worse than the plain model with the
-    same settings, and separates ALL from AML as well (benchmarks/bench_batch.py --real: the same on
-    seeds 1-3, docs/science.md)."""
+    the latent space mixes the two sets better than the plain model with the same settings, and
+    separates ALL from AML as well (benchmarks/bench_batch.py --real: the same on seeds 1-3,
+    docs/science.md). The two sets' 5-NN accuracy (chance 0.5 on 72 samples) is not asserted: with
+    the one-layer default it is 0.61-0.64 conditioned against 0.60-0.65 plain, within the seeds'
+    spread."""
     from conftest import shared_dataset
 
     from genovae.apply import without_covariates
@@ -309,5 +311,4 @@ def test_golub_independent_set_is_mixed_better_by_the_conditioned_model(tmp_path
                         "condition_knn": label_structure(z, cohort.condition)["knn_accuracy"]}
     con, plain = scores["conditioned"], scores["plain"]
     assert con["batch_mixing"] > plain["batch_mixing"], scores
-    assert con["batch_knn"] < plain["batch_knn"], scores
     assert con["condition_knn"] >= plain["condition_knn"] - 0.05, scores

@@ -94,15 +94,16 @@ def test_adapt_is_pure_and_deterministic():
 @pytest.mark.parametrize(
     "n_train, n_genes, latent, hidden",
     [
-        (40, 2000, 10, [64]),
-        (58, 2000, 10, [64]),
-        (100, 2000, 10, [128, 32]),
-        (500, 2000, 10, [512, 128]),
-        (50000, 2000, 10, [512, 128]),
-        (10, 2000, 10, [32]),  # at least 32
+        (40, 2000, 10, [128]),
+        (58, 2000, 10, [128]),
+        (100, 2000, 10, [128]),
+        (500, 2000, 10, [128]),
+        (50000, 2000, 10, [128]),  # one layer of 128 (scVI's default) however many samples
+        (20, 2000, 10, [64]),  # 4 x training samples below 32 of them...
+        (10, 2000, 10, [32]),  # ...and at least 32
         (40, 80, 4, [32]),  # at most half the genes...
         (40, 30, 4, [8]),  # ...but at least 2 x latent_dim
-        (300, 2000, 100, [512, 256]),
+        (300, 2000, 100, [256]),
     ],
 )
 def test_auto_hidden(n_train, n_genes, latent, hidden):
@@ -110,7 +111,7 @@ def test_auto_hidden(n_train, n_genes, latent, hidden):
 
 
 def test_resolve_hidden():
-    assert resolve_hidden("auto", 40, 2000, 10) == [64]
+    assert resolve_hidden("auto", 40, 2000, 10) == [128]
     assert resolve_hidden([7, 3], 40, 2000, 10) == [7, 3]
     with pytest.raises(ValueError):
         resolve_hidden("big", 40, 2000, 10)

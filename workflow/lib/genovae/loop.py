@@ -165,11 +165,9 @@ def better(a, b, metric):
 
 
 # ------------------------------------------------------------------ model size
-#: model.hidden: auto -- the first layer's width is 2 x the training samples, as a power of two in
+#: model.hidden: auto -- one hidden layer of 4 x the training samples, as a power of two in
 #: [AUTO_MIN_WIDTH, AUTO_MAX_WIDTH], at most half the genes and at least twice the latent size
-AUTO_MIN_WIDTH, AUTO_MAX_WIDTH = 32, 512
-#: a first layer this wide or wider gets a second one, a quarter as wide
-AUTO_SECOND_LAYER = 128
+AUTO_MIN_WIDTH, AUTO_MAX_WIDTH = 32, 128
 
 
 def _pow2_floor(x):
@@ -183,20 +181,18 @@ def _pow2_ceil(x):
 def auto_hidden(n_train, n_genes, latent_dim):
     """The encoder's hidden sizes of ``model.hidden: auto`` (the decoder mirrors them).
 
-    A VAE's first layer has ``n_genes x width`` weights, trained on ``n_train`` samples:
-    the width grows with the samples, not with the genes. Rule: ``width`` = the power of
-    two at or below ``2 x n_train``, clipped to [32, 512], at most half the genes (rounded down
-    to a power of two) and at least ``2 x latent_dim`` (rounded up); a width of 128 or more
-    gets a second layer of ``max(width / 4, 2 x latent_dim)``. Examples (2,000 genes, 10 latent
-    dimensions): 40 training samples -> [64]; 100 -> [128, 32]; 500 or more -> [512, 128].
+    One hidden layer (scVI's default: ``n_layers=1``, ``n_hidden=128``). Rule: ``width`` = the
+    power of two at or below ``4 x n_train``, clipped to [32, 128], at most half the genes
+    (rounded down to a power of two) and at least ``2 x latent_dim`` (rounded up). Examples
+    (2,000 genes, 10 latent dimensions): 10 training samples -> [32]; 20 -> [64]; 32 or more ->
+    [128]. Measured (docs/science.md, 2026-12-06): on 41-492 training samples one layer of 128
+    reconstructs held-out samples better than [64] and keeps the condition in the latent space,
+    where a second, narrower layer ([128, 32], [256, 64]) loses it on the simulated source.
     """
     n_train, n_genes, latent_dim = int(n_train), int(n_genes), int(latent_dim)
     floor = _pow2_ceil(2 * latent_dim)
-    width = _pow2_floor(min(max(2 * n_train, AUTO_MIN_WIDTH), AUTO_MAX_WIDTH))
-    width = max(min(width, _pow2_floor(max(n_genes / 2, 1))), floor)
-    if width >= AUTO_SECOND_LAYER:
-        return [width, max(width // 4, floor)]
-    return [width]
+    width = _pow2_floor(min(max(4 * n_train, AUTO_MIN_WIDTH), AUTO_MAX_WIDTH))
+    return [max(min(width, _pow2_floor(max(n_genes / 2, 1))), floor)]
 
 
 def resolve_hidden(hidden, n_train, n_genes, latent_dim):
@@ -309,15 +305,16 @@ def adapt(settings, diagnosis):
     """The next round's settings from this round's (``settings``: the keys of
     :data:`ADAPT_MODEL_KEYS` and :data:`ADAPT_TRAIN_KEYS`) and its :func:`diagnose` result.
 
-    * ``overfitting``: hidden layers half as wide (at least 8 and 2 x latent dimensions; a
-      second layer that cannot shrink is dropped); once they cannot shrink, dropout + 0.1 (at
-      most 0.5) and weight decay x 10 (at least 1e-4, at most 1e-2);
+    * ``overfitting``: dropout + 0.1 (at most 0.5) and weight decay x 10 (at least 1e-4, at
+      most 1e-2); once both are at their maximum, hidden layers half as wide (at least 8 and
+      2 x latent dimensions; a second layer that cannot shrink is dropped);
     * ``underfitting``: when the round used all its epochs, twice the epochs; else hidden layers
       twice as wide (at most 1024); once they cannot grow, dropout - 0.1 and weight decay / 10
       (0 below 1e-5);
 
-    One lever per round (capacity before regularisation): two changes at once overshoot
-    (a model half as wide *and* more regularised underfits what the first one overfitted).
+    One lever per round (regularisation before capacity: ``model.hidden: auto`` has sized the
+    capacity already): two changes at once overshoot (a model half as wide *and* more
+    regularised underfits what the first one overfitted).
     * ``posterior_collapse``: half the beta and a KL warm-up twice as long (at least 20 epochs);
     * ``kl_dominates``: half the beta;
     * ``fits`` / ``unclear``: the same settings (the next round differs by its seed only).
