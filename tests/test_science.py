@@ -17,11 +17,13 @@ import pytest
 from conftest import shared_dataset
 from genovae import collect, dataset, labels, preprocess, risk, simulate, train
 from genovae.evaluate import encode
+from genovae.loop import resolve_hidden
 
 pytestmark = pytest.mark.realdata
 
-MODEL = dict(hidden=[256, 128], latent_dim=10, dropout=0.1, batch_norm=True, likelihood="gaussian")
-TRAIN = dict(epochs=300, batch_size=32, lr=1e-3, kl_warmup_epochs=20, patience=30, threads=1, seed=1)
+#: the schema's defaults (model.hidden: auto is resolved from the training samples and genes, as the train step does)
+MODEL = dict(hidden="auto", latent_dim=10, dropout=0.1, batch_norm=True, likelihood="gaussian")
+TRAIN = dict(epochs=300, batch_size=64, lr=1e-3, kl_warmup_epochs=20, patience=30, threads=1, seed=1)
 SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
@@ -40,6 +42,7 @@ def pipeline(tmp, expression, samples, value_type, condition, pre=None, model=No
     mc = {**MODEL, **(model or {})}
     cohort = dataset.load_cohort(out["features"] + ".parquet", out["split"] + ".tsv",
                                  out["matrix"] + ".parquet", mc["likelihood"])
+    mc["hidden"] = resolve_hidden(mc["hidden"], int(cohort.mask("train").sum()), len(cohort.genes), mc["latent_dim"])
     with open(tmp / "train.log", "w") as log:
         vae, _, _ = train.train_vae(cohort, model_config=mc, progress=log, **{**TRAIN, **(train_kw or {})})
     ranking, _ = risk.rank_genes(vae, cohort, t, case=case, control=control)
@@ -82,8 +85,10 @@ def test_pbmc_cell_type_markers_in_vae_top10(tmp_path):
     assert all(v <= 10 for v in ranks.values()), ranks
 
 
-def test_nb_on_pbmc_counts_beats_pca_on_log_normalised_knn(tmp_path):
-    """The nb likelihood on raw counts: cell-type k-NN accuracy at least PCA's on log-normalised data."""
+def test_nb_on_pbmc_counts_keeps_pca_cell_type_knn(tmp_path):
+    """The nb likelihood on raw counts: cell-type k-NN accuracy within 0.02 of PCA's on log-normalised data
+    (issue 15's "nowhere worse than PCA by more than 0.02"). It ties PCA rather than beating it: over three
+    seeds 0.792 against 0.799 (docs/science.md, "Model size"); one seed here."""
     d = shared_dataset("pbmc68k_reduced")
     vae, cohort, _ = pipeline(tmp_path, d / "counts.tsv", d / "samples.tsv", "counts", "bulk_labels",
                               pre=dict(n_top_genes=None), model=dict(likelihood="nb"),
@@ -98,24 +103,59 @@ def test_nb_on_pbmc_counts_beats_pca_on_log_normalised_knn(tmp_path):
     y = np.asarray(cohort.condition, dtype=str)
     vae_acc = labels.label_structure(z, y)["knn_accuracy"]
     pca_acc = labels.label_structure(pca.transform(x), y)["knn_accuracy"]
-    assert vae_acc >= pca_acc, (vae_acc, pca_acc)
+    assert vae_acc >= pca_acc - 0.02, (vae_acc, pca_acc)
 
 
-def test_simulated_planted_genes_recovered_by_vae_ranking(tmp_path):
-    """Default simulation settings: the VAE ranking reaches precision@k >= 0.8."""
+def simulated_ranking(tmp_path, likelihood, **sim):
+    """The simulate source (its defaults, or ``sim``), preprocessed and trained with the schema's defaults."""
     out = {k: str(tmp_path / k) for k in ("m.parquet", "s.tsv", "g.tsv", "man.json", "truth.tsv")}
     simulate.simulate(out_matrix=out["m.parquet"], out_samples=out["s.tsv"], out_genes=out["g.tsv"],
-                      out_manifest=out["man.json"], out_truth=out["truth.tsv"])
+                      out_manifest=out["man.json"], out_truth=out["truth.tsv"], **sim)
     t = preprocess.preprocess(out["m.parquet"], out["s.tsv"], out_features=str(tmp_path / "f.parquet"),
                               out_split=str(tmp_path / "split.tsv"), out_transform=str(tmp_path / "t.json"),
                               condition="condition", value_type="counts", split=SPLIT, seed=1)
-    cohort = dataset.load_cohort(tmp_path / "f.parquet", tmp_path / "split.tsv", out["m.parquet"], "gaussian")
+    cohort = dataset.load_cohort(tmp_path / "f.parquet", tmp_path / "split.tsv", out["m.parquet"], likelihood)
+    mc = {**MODEL, "likelihood": likelihood,
+          "hidden": resolve_hidden("auto", int(cohort.mask("train").sum()), len(cohort.genes), 10)}
     with open(tmp_path / "train.log", "w") as log:
-        vae, _, _ = train.train_vae(cohort, model_config=MODEL, progress=log, **{**TRAIN, "batch_size": 64})
+        vae, _, _ = train.train_vae(cohort, model_config=mc, progress=log, **TRAIN)
     ranking, _ = risk.rank_genes(vae, cohort, t)
     truth = pd.read_csv(out["truth.tsv"], sep="\t")["gene"].tolist()
-    metrics = risk.ranking_metrics(ranking, truth)["case_vs_control"]
+    return ranking, risk.ranking_metrics(ranking, truth)["case_vs_control"]
+
+
+def test_simulated_planted_genes_recovered_by_vae_ranking(tmp_path):
+    """Default simulation settings, gaussian likelihood on log-normalised counts: the VAE route calls
+    the planted genes (precision@k >= 0.8), as does the moderated t-test."""
+    ranking, metrics = simulated_ranking(tmp_path, "gaussian")
+    assert (ranking["vae_status"] == "called").all(), ranking["vae_status"].unique()
     assert metrics["vae_precision_at_k"] >= 0.8, metrics
+    assert metrics["classical_precision_at_k"] >= 0.8, metrics
+
+
+@pytest.mark.parametrize(
+    "likelihood, sim",
+    [
+        ("gaussian", dict(n_planted=5)),  # few planted genes
+        ("gaussian", dict(log2_fold_change=0.75)),  # small fold changes
+        ("nb", {}),
+        ("nb", dict(n_planted=5)),
+        ("nb", dict(log2_fold_change=0.75)),
+    ],
+    ids=["gaussian-5-planted", "gaussian-lfc-0.75", "nb-default", "nb-5-planted", "nb-lfc-0.75"],
+)
+def test_simulated_hard_settings_precise_or_the_vae_abstains(tmp_path, likelihood, sim):
+    """Hard settings and the nb likelihood (whose latent space does not carry the condition of the
+    simulated bulk-depth counts, docs/science.md): the VAE route either abstains (no call, and
+    the summary says so) or its list is precise; it never presents a noise ranking as a result.
+    The moderated t-test on every gene finds the planted genes in every setting."""
+    ranking, metrics = simulated_ranking(tmp_path, likelihood, **sim)
+    status = set(ranking["vae_status"]) - {"not modelled"}
+    assert len(status) == 1 and status <= {"called", "abstained"}, status
+    if status == {"called"}:
+        assert metrics["vae_precision_at_k"] >= 0.8, metrics
+    else:
+        assert not ranking["vae_call"].any(), ranking[ranking["vae_call"]]
     assert metrics["classical_precision_at_k"] >= 0.8, metrics
 
 
