@@ -76,6 +76,20 @@ def test_overfitting_is_measured_against_pca_gap():
     assert not any("overfits" in w for w in v["warnings"])
 
 
+def test_advice_follows_the_selected_rounds_diagnosis():
+    """Below the overfitting warning (gap < 2x PCA's) the advice still follows the round's diagnosis, the one
+    the retrain loop acted on: a model that generalises worse than it trains is not told to grow."""
+    # training error 0.57x PCA's, validation/training gap 1.9x PCA's: genovae.loop.diagnose says overfitting
+    v = verdict(sel=selection(values=(1.08,), threshold=1.1, met=True), tm=tmetrics(ratio=1.08),
+                rm=round_metrics(train=0.2, val=0.65, pca_train=0.35, pca_val=0.6))
+    assert not v["overfitting"]["flag"]
+    assert "more regularisation" in v["headline"] and "larger model" not in v["headline"], v["headline"]
+    # training error 1.25x PCA's with a gap like PCA's: underfitting
+    v = verdict(sel=selection(values=(1.08,), threshold=1.1, met=True), tm=tmetrics(ratio=1.08),
+                rm=round_metrics(train=0.5, val=0.65, pca_train=0.4, pca_val=0.6))
+    assert "larger model" in v["headline"] and "more regularisation" not in v["headline"], v["headline"]
+
+
 def test_posterior_collapse_flagged():
     v = verdict(rm=round_metrics(active=2))
     assert v["latent"] == {"latent_dim": 10, "active_units": 2, "inactive_units": 8, "flag": True}

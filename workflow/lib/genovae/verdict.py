@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+from .loop import diagnose
+
 #: test reconstruction may be this much worse than PCA's before it is a warning
 RECON_TOLERANCE = 0.05
 #: test label accuracy may be this much below PCA's before it is a warning (or 1.5 samples'
@@ -205,7 +207,12 @@ def build_verdict(
         advice.append("a lower train.beta or a longer train.kl_warmup_epochs, or a smaller model.latent_dim")
 
     if ratio is not None and ratio > 1 + RECON_TOLERANCE and not overfit["flag"] and not latent["flag"]:
-        advice.append("more training (train.epochs, train.patience) or a larger model")
+        # the advice follows the selected round's own diagnosis (the one the retrain loop acts on), so
+        # that a model whose generalisation gap is the larger shortfall is not told to grow
+        if diagnose(round_metrics)["diagnosis"] == "overfitting":
+            advice.append("more regularisation (model.dropout, train.weight_decay) or a smaller model.hidden")
+        else:
+            advice.append("more training (train.epochs, train.patience) or a larger model")
     if not met or (ratio is not None and ratio > 1 + RECON_TOLERANCE):
         advice.append(f"for this cohort {pca_name} may simply be the better tool")
     if stop:
