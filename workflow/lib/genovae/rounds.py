@@ -252,6 +252,9 @@ def select_model(
         "device": info["device"],
         "train_info": info,
     }
+    last = selection["rounds"][-1]
+    if last.get("change"):  # decided, never applied: no round followed (it passed, or the loop ended)
+        last["change"] += " (not run: no further round)"
     io.write_json(out_selection, selection)
     table = pd.DataFrame(selection["rounds"])
     table["selected"] = table["round"] == selected
