@@ -27,6 +27,12 @@ in PCA's.
 
     python3 benchmarks/bench_loop.py --json benchmarks/runs/loop.json
     python3 benchmarks/bench_loop.py --datasets khan_srbct simulate --variants after
+    python3 benchmarks/bench_loop.py --variants after --threshold 1.1 --max-rounds 1 --seeds 1 2 3 \
+        --set "model.hidden=[128]" --set simulate.n_samples=600
+
+``--seeds`` runs each dataset and variant once per ``train.seed`` (the split stays); ``--set`` takes any
+``section.key=value`` (YAML value), the simulate source's keys included. ``pbmc68k_counts`` is
+pbmc68k_reduced's UMI counts (``value_type: counts``).
 """
 
 from __future__ import annotations
