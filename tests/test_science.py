@@ -27,21 +27,26 @@ TRAIN = dict(epochs=300, batch_size=64, lr=1e-3, kl_warmup_epochs=20, patience=3
 SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
-def pipeline(tmp, expression, samples, value_type, condition, pre=None, model=None, train_kw=None,
-             case=None, control=None):
-    out = {k: str(tmp / f"{k}") for k in ("matrix", "samples", "genes", "manifest", "features", "split",
-                                          "transform")}
-    collect.collect(expression, samples, out_matrix=out["matrix"] + ".parquet",
-                    out_samples=out["samples"] + ".tsv", out_genes=out["genes"] + ".tsv",
-                    out_manifest=out["manifest"] + ".json", value_type=value_type, condition=condition,
-                    case=case, control=control, split=SPLIT)
-    t = preprocess.preprocess(out["matrix"] + ".parquet", out["samples"] + ".tsv",
-                              out_features=out["features"] + ".parquet", out_split=out["split"] + ".tsv",
-                              out_transform=out["transform"] + ".json", condition=condition,
-                              value_type=value_type, split=SPLIT, seed=1, **(pre or {}))
+def pipeline(tmp, expression, samples, value_type, condition, case=None, control=None, **kw):
+    """collect the files, then :func:`train_and_rank`."""
+    out = {k: str(tmp / k) for k in ("matrix.parquet", "samples.tsv", "genes.tsv", "manifest.json")}
+    collect.collect(expression, samples, out_matrix=out["matrix.parquet"], out_samples=out["samples.tsv"],
+                    out_genes=out["genes.tsv"], out_manifest=out["manifest.json"], value_type=value_type,
+                    condition=condition, case=case, control=control, split=SPLIT)
+    return train_and_rank(tmp, out["matrix.parquet"], out["samples.tsv"], value_type, condition, case=case,
+                          control=control, **kw)
+
+
+def train_and_rank(tmp, matrix, samples, value_type, condition, pre=None, model=None, train_kw=None,
+                   case=None, control=None):
+    """preprocess -> train (the schema's defaults, ``model.hidden: auto`` resolved as the train step does)
+    -> rank genes, as the workflow chains them."""
+    out = {k: str(tmp / k) for k in ("features.parquet", "split.tsv", "transform.json")}
+    t = preprocess.preprocess(matrix, samples, out_features=out["features.parquet"], out_split=out["split.tsv"],
+                              out_transform=out["transform.json"], condition=condition, value_type=value_type,
+                              split=SPLIT, seed=1, **(pre or {}))
     mc = {**MODEL, **(model or {})}
-    cohort = dataset.load_cohort(out["features"] + ".parquet", out["split"] + ".tsv",
-                                 out["matrix"] + ".parquet", mc["likelihood"])
+    cohort = dataset.load_cohort(out["features.parquet"], out["split.tsv"], matrix, mc["likelihood"])
     mc["hidden"] = resolve_hidden(mc["hidden"], int(cohort.mask("train").sum()), len(cohort.genes), mc["latent_dim"])
     with open(tmp / "train.log", "w") as log:
         vae, _, _ = train.train_vae(cohort, model_config=mc, progress=log, **{**TRAIN, **(train_kw or {})})
@@ -107,19 +112,13 @@ def test_nb_on_pbmc_counts_keeps_pca_cell_type_knn(tmp_path):
 
 
 def simulated_ranking(tmp_path, likelihood, **sim):
-    """The simulate source (its defaults, or ``sim``), preprocessed and trained with the schema's defaults."""
+    """The simulate source (its defaults, or ``sim``) through :func:`train_and_rank`; the ranking and its
+    precision against the planted genes."""
     out = {k: str(tmp_path / k) for k in ("m.parquet", "s.tsv", "g.tsv", "man.json", "truth.tsv")}
     simulate.simulate(out_matrix=out["m.parquet"], out_samples=out["s.tsv"], out_genes=out["g.tsv"],
                       out_manifest=out["man.json"], out_truth=out["truth.tsv"], **sim)
-    t = preprocess.preprocess(out["m.parquet"], out["s.tsv"], out_features=str(tmp_path / "f.parquet"),
-                              out_split=str(tmp_path / "split.tsv"), out_transform=str(tmp_path / "t.json"),
-                              condition="condition", value_type="counts", split=SPLIT, seed=1)
-    cohort = dataset.load_cohort(tmp_path / "f.parquet", tmp_path / "split.tsv", out["m.parquet"], likelihood)
-    mc = {**MODEL, "likelihood": likelihood,
-          "hidden": resolve_hidden("auto", int(cohort.mask("train").sum()), len(cohort.genes), 10)}
-    with open(tmp_path / "train.log", "w") as log:
-        vae, _, _ = train.train_vae(cohort, model_config=mc, progress=log, **TRAIN)
-    ranking, _ = risk.rank_genes(vae, cohort, t)
+    _, _, ranking = train_and_rank(tmp_path, out["m.parquet"], out["s.tsv"], "counts", "condition",
+                                   model={"likelihood": likelihood})
     truth = pd.read_csv(out["truth.tsv"], sep="\t")["gene"].tolist()
     return ranking, risk.ranking_metrics(ranking, truth)["case_vs_control"]
 

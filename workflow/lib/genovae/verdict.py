@@ -180,11 +180,12 @@ def build_verdict(
     tr, va = _num(round_metrics.get("train_recon_mse")), _num(round_metrics.get("val_recon_mse"))
     ptr, pva = _num(round_metrics.get("train_pca_recon_mse")), _num(round_metrics.get("val_pca_recon_mse"))
     overfit = {"train_recon_mse": tr, "val_recon_mse": va, "pca_train_recon_mse": ptr, "pca_val_recon_mse": pva}
-    gap = va / tr if tr and va is not None else None
-    pca_gap = pva / ptr if ptr and pva is not None else None
+    # the ratios and the diagnosis the retrain loop acts on (genovae.loop.diagnose)
+    diagnosis = diagnose(round_metrics)
+    gap, pca_gap = diagnosis["evidence"]["gap"], diagnosis["evidence"]["pca_gap"]
     overfit.update(gap=gap, pca_gap=pca_gap, flag=False)
     if gap is not None and pca_gap is not None:
-        overfit["gap_vs_pca"] = gap / pca_gap
+        overfit["gap_vs_pca"] = diagnosis["evidence"]["gap_vs_pca"]
         overfit["flag"] = bool(gap > OVERFIT_FACTOR * pca_gap)
     if overfit["flag"]:
         warnings.append(
@@ -209,7 +210,7 @@ def build_verdict(
     if ratio is not None and ratio > 1 + RECON_TOLERANCE and not overfit["flag"] and not latent["flag"]:
         # the advice follows the selected round's own diagnosis (the one the retrain loop acts on), so
         # that a model whose generalisation gap is the larger shortfall is not told to grow
-        if diagnose(round_metrics)["diagnosis"] == "overfitting":
+        if diagnosis["diagnosis"] == "overfitting":
             advice.append("more regularisation (model.dropout, train.weight_decay) or a smaller model.hidden")
         else:
             advice.append("more training (train.epochs, train.patience) or a larger model")
