@@ -15,7 +15,9 @@ Variants (the config keys that differ; everything else is the schema's default):
 * ``after``: today's defaults -- ``model.hidden: auto``, ``retrain.strategy: adaptive``;
 * ``reseed`` (not run by default): ``model.hidden: auto`` with ``retrain.strategy: reseed`` and
   ``stop_without_improvement: false`` -- the same settings from a new seed each round, which
-  measures how much of a round-to-round difference is the seed alone.
+  measures how much of a round-to-round difference is the seed alone;
+* ``search`` (not run by default): ``retrain.strategy: search`` (an Optuna study draws each
+  round's settings from ``retrain.search``) with ``stop_without_improvement: false``.
 
 Both use ``retrain.metric: val_mse_ratio_pca`` with ``--threshold`` (default 1.03, the
 setting the issue measured) and ``--max-rounds`` (default 3). Per dataset and variant it
@@ -76,6 +78,8 @@ VARIANTS = {
     "after": {},
     # the seed's share: today's settings again from a new seed each round, every round run
     "reseed": {"retrain": {"strategy": "reseed", "stop_without_improvement": False}},
+    # retrain.strategy: search (an Optuna study over retrain.search), every round run
+    "search": {"retrain": {"strategy": "search", "stop_without_improvement": False}},
 }
 
 
@@ -165,7 +169,8 @@ def run_loop(S, p, tmp):
                        matrix=p["matrix.parquet"], transform=p["transform.json"], samples=p["samples.tsv"],
                        out_metrics=str(d / "metrics.json"), round_=r, **S.label_params())
         decide_round(metrics=str(d / "metrics.json"), out_decision=str(d / "decision.json"), round_=r,
-                     strategy=S.retrain.strategy, **S.decide_params())
+                     strategy=S.retrain.strategy, **S.decide_params(), **S.search_decide_params(),
+                     previous=[str(tmp / "rounds" / str(k) / "decision.json") for k in range(1, r)])
         decisions.append(io.read_json(d / "decision.json"))
         models.append(str(d / "model.pt"))
         if not continues_after(decisions, S.retrain.max_rounds, S.retrain.stop_without_improvement):

@@ -208,6 +208,36 @@ def test_adaptive_round_follows_the_diagnosis_of_the_round_before(tiny):
     assert "decide" in jobs and "train" not in jobs and "evaluate" not in jobs
 
 
+def test_search_rounds_train_what_the_study_drew(tiny):
+    """retrain.strategy: search: each decision draws the next round's settings from the study of the rounds
+    so far (decide of round r reads the decisions of rounds 1..r-1); round r+1 trains exactly them; the
+    study rebuilds from the decision files; a new threshold retrains nothing."""
+    from genovae.search import study_from_decisions
+
+    write_config(tiny, with_changes(retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 3,
+                                             "strategy": "search", "stop_without_improvement": False}))
+    run_snakemake(tiny)
+    assert rounds_on_disk(tiny) == [1, 2, 3]
+    paths = [tiny / RESULTS / f"rounds/{r}/decision.json" for r in (1, 2, 3)]
+    decisions = [json.loads(p.read_text()) for p in paths]
+    for r in (1, 2):
+        d, info = decisions[r - 1], json.loads((tiny / RESULTS / f"rounds/{r + 1}/train_info.json").read_text())
+        trained = {**{k: info["model"][k] for k in ("hidden", "dropout")},
+                   **{k: info["settings"][k] for k in ("epochs", "lr", "weight_decay", "beta", "kl_warmup_epochs",
+                                                       "patience")}}
+        assert trained == d["next_settings"] == decisions[r]["settings"]
+        assert d["search"]["trial"] == r and d["change"].startswith("search (random draw)")
+        assert info["warm_start"] is False
+    assert recorded_inputs(tiny, RESULTS / "rounds/3/decision.json") >= {
+        str(RESULTS / f"rounds/{r}/decision.json") for r in (1, 2)
+    }
+    study = study_from_decisions([str(p) for p in paths])
+    assert [t.value for t in study.trials] == [d["value"] for d in decisions]
+    jobs = planned_jobs(tiny, "--config", "retrain={metric: val_r2, threshold: 3.0, max_rounds: 3, strategy: search, "
+                        "stop_without_improvement: false}")
+    assert "decide" in jobs and "train" not in jobs and "evaluate" not in jobs
+
+
 def test_reachable_threshold_runs_one_round(tiny):
     write_config(tiny, with_changes(retrain={"metric": "val_recon_mse", "threshold": 1e6, "max_rounds": 3}))
     run_snakemake(tiny)

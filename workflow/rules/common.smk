@@ -205,14 +205,15 @@ def contrast_tables(wildcards):
 def round_params(round_):
     """Model config and training settings of one round (the retrain plan changes them per round).
 
-    An adaptive round r > 1 reads round r-1's decision (its settings and diagnosis): it is
+    An adaptive or search round r > 1 reads round r-1's decision (its settings and diagnosis,
+    or the study's draw): it is
     read as a file, not an input, so that a decide rerun (e.g. a new retrain.threshold) that
     writes the same diagnosis retrains nothing; the loop asks for round r only once round
     r-1's checkpoint has run.
     """
     r = int(round_)
     previous = None
-    if r > 1 and S.retrain.strategy == "adaptive":
+    if r > 1 and S.retrain.strategy in ("adaptive", "search"):
         path = Path(on_disk(f"{R}/rounds/{r - 1}/decision.json"))
         if path.is_file():
             with open(path) as fh:
@@ -419,6 +420,14 @@ def dp_round_infos(wildcards):
     if not S.privacy.dp.enabled:
         return []
     return [f"{R}/rounds/{r}/train_info.json" for r in range(1, int(wildcards.round) + 1)]
+
+
+def search_history(wildcards):
+    """With retrain.strategy search, decide of round r reads the decisions of rounds 1..r-1:
+    the study's earlier trials (genovae.search)."""
+    if S.retrain.strategy != "search":
+        return []
+    return [f"{R}/rounds/{r}/decision.json" for r in range(1, int(wildcards.round))]
 
 
 def synthetic_metrics():

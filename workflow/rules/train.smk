@@ -81,6 +81,7 @@ checkpoint decide:
     input:
         metrics=f"{R}/rounds/{{round}}/metrics.json",
         infos=dp_round_infos,  # with DP: privacy spent by rounds 1..r
+        previous=search_history,  # strategy search: the study's earlier trials
     output:
         decision=f"{R}/rounds/{{round}}/decision.json",
     log:
@@ -96,6 +97,7 @@ checkpoint decide:
         runtime=job_runtime("decide"),
     params:
         **S.dp_decide_params(),
+        **S.search_decide_params(),
         decide=S.decide_params(),
         strategy=S.retrain.strategy,
     script:

@@ -13,6 +13,8 @@ def step(sm, _log):
         privacy=sm.params.get("privacy"),
         infos=list(sm.input.infos),
         strategy=sm.params.get("strategy", "adaptive"),
+        previous=list(sm.input.previous),
+        search=sm.params.get("search"),
         **sm.params.decide,
     )
 

@@ -14,7 +14,9 @@ Strategies for round r > 1:
   (overfitting, underfitting, posterior collapse, KL dominating) and
   :func:`adapt` changes what the diagnosis points to; round r trains from
   scratch with seed ``seed + (r-1)`` and the adapted settings
-  (:func:`adaptive_round`, from round r-1's decision alone).
+  (:func:`adaptive_round`, from round r-1's decision alone);
+* ``search``: round r trains from scratch (seed + r - 1) with the settings an Optuna
+  study drew from ``retrain.search`` given rounds 1..r-1 (:mod:`genovae.search`).
 
 Model size: ``model.hidden: auto`` is resolved by :func:`auto_hidden` from the
 number of training samples and genes (where the split is known: the train step).
@@ -38,7 +40,7 @@ METRICS = {
     "val_mse_ratio_pca": "min",
 }
 
-STRATEGIES = ("adaptive", "warm_start", "reseed")
+STRATEGIES = ("adaptive", "search", "warm_start", "reseed")
 
 
 #: the retrain plan's keys: what round_settings needs (the settings and decide's DP params carry them)

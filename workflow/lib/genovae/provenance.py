@@ -19,7 +19,7 @@ from pathlib import Path
 from . import __version__, io
 from .runner import job_record_path
 
-PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib", "opacus")
+PACKAGES = ("snakemake", "torch", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow", "matplotlib", "opacus", "optuna")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 
 

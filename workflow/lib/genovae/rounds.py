@@ -146,10 +146,14 @@ def evaluate_round(
     return metrics
 
 
-def round_diagnosis(m, strategy="adaptive"):
+def round_diagnosis(m, strategy="adaptive", search=None):
     """The decision's diagnosis block from a round's metrics: why it falls short
     (genovae.loop.diagnose), the settings it trained with and, with ``adaptive``, what the
-    next round changes (genovae.loop.adapt). None of it depends on the threshold."""
+    next round changes (genovae.loop.adapt). None of it depends on the threshold.
+
+    With ``search`` (``{"history": (settings, value) of the rounds before, "config":
+    retrain.search, "metric", "seed"}``) the next round's settings are the study's draw
+    (genovae.search.next_round) from those rounds and this one."""
     from .loop import ADAPT_TRAIN_KEYS, adapt, diagnose, round_adapt_settings
 
     d = diagnose(m)
@@ -161,6 +165,14 @@ def round_diagnosis(m, strategy="adaptive"):
             nxt = adapt(block["settings"], d)
             block["change"] = nxt["change"]
             block["next_settings"] = nxt["settings"]
+        elif strategy == "search":
+            from .search import next_round
+
+            history = [*search["history"], (block["settings"], search["value"])]
+            nxt = next_round(history, search["config"], metric=search["metric"], seed=search["seed"])
+            block["change"] = nxt["change"]
+            block["next_settings"] = nxt["settings"]
+            block["search"] = nxt["search"]
         elif strategy == "warm_start":
             block["change"] = "warm_start: continue from this round's weights, more epochs at a lower lr"
         else:
@@ -168,9 +180,16 @@ def round_diagnosis(m, strategy="adaptive"):
     return block
 
 
-def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=None, infos=(), strategy="adaptive"):
-    """Write round ``round_``'s decision with its diagnosis (and, with ``adaptive``, the next
-    round's change); with DP (``privacy``) also its privacy budget block."""
+def decide_round(
+    *, metrics, out_decision, round_, metric, threshold, privacy=None, infos=(), strategy="adaptive",
+    previous=(), search=None,
+):
+    """Write round ``round_``'s decision with its diagnosis (and, with ``adaptive`` or ``search``,
+    the next round's change); with DP (``privacy``) also its privacy budget block.
+
+    ``search`` (strategy ``search``): the run's ``{"config": retrain.search, "seed": train.seed}``;
+    ``previous``: the decisions of rounds 1..round_-1, the study's earlier trials. The draw is
+    seeded by ``seed`` and ``round_`` (genovae.search.draw_seed)."""
     import logging
 
     from . import io
@@ -178,11 +197,24 @@ def decide_round(*, metrics, out_decision, round_, metric, threshold, privacy=No
 
     m = io.read_json(metrics)
     decision = {"round": int(round_), **decide(m, metric, threshold), "seed": m.get("seed")}
-    decision.update(round_diagnosis(m, strategy))
+    ctx = None
+    if strategy == "search":
+        from .search import draw_seed, history_of
+
+        if search is None:
+            raise ConfigError("retrain.search", "strategy 'search' needs the search space (retrain.search)")
+        ctx = {
+            "history": history_of([io.read_json(p) for p in previous]),
+            "config": search["config"],
+            "metric": metric,
+            "seed": draw_seed(search["seed"], round_),
+            "value": decision["value"],
+        }
+    decision.update(round_diagnosis(m, strategy, ctx))
     if privacy:
         from .privacy import budget_decision
 
-        if strategy == "adaptive" and decision.get("next_settings"):
+        if strategy in ("adaptive", "search") and decision.get("next_settings"):
             # the next round's epochs are the adapted ones (adaptive rounds do not compound factors)
             privacy = {**privacy, "epochs": decision["next_settings"]["epochs"]}
         decision["privacy"] = budget_decision(

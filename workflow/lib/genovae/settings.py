@@ -176,6 +176,16 @@ def check(cfg):
             raise ConfigError(
                 key, f"{name!r} is not a folder name: use letters, digits, _, - and ., not starting with a dot, no /"
             )
+    if cfg["retrain"]["strategy"] == "search":
+        from .search import declared_space
+
+        try:
+            space = declared_space(cfg["retrain"]["search"])
+        except ValueError as exc:
+            key, _, problem = str(exc).partition(": ")
+            raise ConfigError(key, problem) from None
+        if not space:
+            raise ConfigError("retrain.search", "every setting is null, so the search has nothing to draw")
     _check_privacy(cfg)
 
 
@@ -345,23 +355,37 @@ class Settings:
     def round_params(self, round_, previous_decision=None):
         """{"model": ..., "train": ...} of one round. With ``retrain.strategy: adaptive`` a round
         r > 1 adapts round r-1's settings to its diagnosis (``previous_decision``: round r-1's
-        decision.json; genovae.loop.adaptive_round) and trains from scratch."""
+        decision.json; genovae.loop.adaptive_round), with ``search`` it takes the settings the
+        study drew in round r-1's decision (genovae.search.searched_round); both train from scratch."""
         model, train = self.model_params(), self.train_params(round_)
-        if self.retrain.strategy == "adaptive" and int(round_) > 1:
+        strategy = self.retrain.strategy
+        if strategy in ("adaptive", "search") and int(round_) > 1:
             if not previous_decision:
                 raise ConfigError(
                     "retrain.strategy",
-                    f"adaptive round {round_} needs round {int(round_) - 1}'s decision with its diagnosis; "
+                    f"{strategy} round {round_} needs round {int(round_) - 1}'s decision with its diagnosis; "
                     "run the loop from round 1 (snakemake builds the rounds in order)",
                 )
-            if "settings" not in previous_decision:
-                # a decision written before adaptive rounds existed (decide reruns and writes one that has
-                # them): the plan's settings until then, so that planning the DAG does not fail
+            key = "settings" if strategy == "adaptive" else "next_settings"
+            if key not in previous_decision:
+                # a decision written before this strategy was chosen (decide reruns and writes one that
+                # has it): the plan's settings until then, so that planning the DAG does not fail
                 return {"model": model, "train": {**train, "warm_start": False}}
-            from .loop import adaptive_round
+            if strategy == "adaptive":
+                from .loop import adaptive_round
 
-            model, train = adaptive_round(model, train, previous_decision)
+                model, train = adaptive_round(model, train, previous_decision)
+            else:
+                from .search import searched_round
+
+                model, train = searched_round(model, train, previous_decision)
         return {"model": model, "train": train}
+
+    def search_decide_params(self):
+        """Rule decide, strategy ``search``: the space and the seed of the study's draws (else none)."""
+        if self.retrain.strategy != "search":
+            return {}
+        return {"search": {"config": self.retrain.search.asdict(), "seed": self.train.seed}}
 
     def label_params(self):
         """The condition and the label columns whose latent structure is measured; the batch
