@@ -30,9 +30,10 @@ DEFAULT_SEARCH = validate({**SIM, "retrain": {"strategy": "search"}})["retrain"]
 
 def test_declared_space_defaults_and_nulls():
     space = declared_space(DEFAULT_SEARCH)
-    assert set(space) == set(SEARCH_KEYS)
+    assert set(space) == set(SEARCH_KEYS) - {"beta"}  # beta only when asked for (its docstring says why)
     assert space["dropout"] == (0.0, 0.5) and space["width"] == (128, 512)
-    assert set(declared_space({**DEFAULT_SEARCH, "beta": None, "lr": None})) == {"dropout", "weight_decay", "width"}
+    assert set(declared_space({**DEFAULT_SEARCH, "lr": None})) == {"dropout", "weight_decay", "width"}
+    assert declared_space({**DEFAULT_SEARCH, "beta": [0.1, 1.0]})["beta"] == (0.1, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,8 @@ def test_trial_params_clip_into_the_space():
     p = trial_params(SETTINGS, declared_space(DEFAULT_SEARCH))
     assert p["weight_decay"] == 1e-6  # the default 0 is the space's low bound for the sampler
     assert p["width"] == 128 and isinstance(p["width"], int)
-    assert p["dropout"] == 0.1 and p["beta"] == 1.0 and p["lr"] == 1e-3
+    assert p["dropout"] == 0.1 and p["lr"] == 1e-3 and "beta" not in p
+    assert trial_params(SETTINGS, declared_space({"beta": [0.1, 0.5]})) == {"beta": 0.5}
     wide = trial_params({**SETTINGS, "hidden": [2048, 512]}, declared_space(DEFAULT_SEARCH))
     assert wide["width"] == 512
 
@@ -91,7 +93,7 @@ def test_next_round_is_deterministic_and_stays_in_the_space():
     c = next_round(history, DEFAULT_SEARCH, metric="val_mse_ratio_pca", seed=draw_seed(2, 1))
     assert a == b and a["settings"] != c["settings"]
     s = a["settings"]
-    assert 0.0 <= s["dropout"] <= 0.5 and 1e-6 <= s["weight_decay"] <= 1e-2 and 0.1 <= s["beta"] <= 1.0
+    assert 0.0 <= s["dropout"] <= 0.5 and 1e-6 <= s["weight_decay"] <= 1e-2 and s["beta"] == SETTINGS["beta"]
     assert 3e-4 <= s["lr"] <= 3e-3 and 128 <= s["hidden"][0] <= 512 and len(s["hidden"]) == 1
     # what is not searched stays; the change names every key that moved, as adapt's does
     assert {k: s[k] for k in ("epochs", "kl_warmup_epochs", "patience")} == {k: SETTINGS[k] for k in

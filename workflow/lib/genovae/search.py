@@ -1,8 +1,8 @@
 """``retrain.strategy: search``: the next round's settings drawn by Optuna from a declared space.
 
 Each round is one trial of an Optuna study (ask/tell): its parameters are the settings the round
-trained with (:data:`SPACE`: dropout, weight decay, KL weight β, learning rate, width of the
-hidden layers) and its value is the round's ``retrain.metric``. The decide step of round r
+trained with (:data:`SPACE`: dropout, weight decay, learning rate, width of the hidden layers and,
+when ``retrain.search.beta`` is set, the KL weight β) and its value is the round's ``retrain.metric``. The decide step of round r
 rebuilds the study from the decisions of rounds 1..r-1 and round r's own (each holds its
 settings and value) and asks a seeded sampler for round r+1's settings, which the decision
 records (``next_settings``) and round r+1 trains with from scratch. So the study lives in the
