@@ -199,3 +199,15 @@ def test_round_params_of_a_search_round():
     old = {"round": 1, "metric": "val_mse_ratio_pca", "value": 1.2, "passed": False, "settings": SETTINGS}
     assert s.round_params(2, old) == {"model": s.model_params(), "train": s.train_params(2)}
     assert load_settings(SIM).search_decide_params() == {}
+
+
+def test_a_search_runs_its_budget_unless_told_to_stop():
+    """retrain.stop_without_improvement: null (the default) is true, except for search (a worse draw is
+    no reason to stop); an explicit value is kept."""
+    def stop(**retrain):
+        return load_settings({**SIM, "retrain": retrain}).retrain.stop_without_improvement
+
+    assert stop() is True and stop(strategy="reseed") is True and stop(strategy="warm_start") is True
+    assert stop(strategy="search") is False
+    assert stop(strategy="search", stop_without_improvement=True) is True
+    assert stop(strategy="adaptive", stop_without_improvement=False) is False

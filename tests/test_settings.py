@@ -32,6 +32,9 @@ def test_every_default_comes_from_the_schema():
         expected = copy.deepcopy(want[section])
         if section == "data":
             expected["source"] = "simulate"
+        if section == "retrain":  # null resolves by the strategy (tests/test_search.py)
+            assert expected["stop_without_improvement"] is None
+            expected["stop_without_improvement"] = True
         assert got == expected, section
     assert s.config["run"] == want["run"]
 

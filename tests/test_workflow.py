@@ -214,8 +214,9 @@ def test_search_rounds_train_what_the_study_drew(tiny):
     study rebuilds from the decision files; a new threshold retrains nothing."""
     from genovae.search import study_from_decisions
 
+    # no stop_without_improvement: for a search it is off unless set, so all three rounds run
     write_config(tiny, with_changes(retrain={"metric": "val_r2", "threshold": 2.0, "max_rounds": 3,
-                                             "strategy": "search", "stop_without_improvement": False}))
+                                             "strategy": "search"}))
     run_snakemake(tiny)
     assert rounds_on_disk(tiny) == [1, 2, 3]
     paths = [tiny / RESULTS / f"rounds/{r}/decision.json" for r in (1, 2, 3)]
@@ -233,8 +234,7 @@ def test_search_rounds_train_what_the_study_drew(tiny):
     }
     study = study_from_decisions([str(p) for p in paths])
     assert [t.value for t in study.trials] == [d["value"] for d in decisions]
-    jobs = planned_jobs(tiny, "--config", "retrain={metric: val_r2, threshold: 3.0, max_rounds: 3, strategy: search, "
-                        "stop_without_improvement: false}")
+    jobs = planned_jobs(tiny, "--config", "retrain={metric: val_r2, threshold: 3.0, max_rounds: 3, strategy: search}")
     assert "decide" in jobs and "train" not in jobs and "evaluate" not in jobs
 
 

@@ -238,6 +238,11 @@ class Settings:
         self.config = cfg
         for key, cls in section_classes().items():
             setattr(self, key, _build(cls, cfg[key]))
+        if self.retrain.stop_without_improvement is None:
+            # a search's rounds are draws: a worse draw is no reason to stop; other strategies stop
+            self.retrain = dataclasses.replace(
+                self.retrain, stop_without_improvement=self.retrain.strategy != "search"
+            )
         self.run = cfg["run"]
         self.results = f"results/{self.run}"
         self.simulate_source = cfg["data"]["source"] == "simulate"
