@@ -211,3 +211,8 @@ def test_a_search_runs_its_budget_unless_told_to_stop():
     assert stop(strategy="search") is False
     assert stop(strategy="search", stop_without_improvement=True) is True
     assert stop(strategy="adaptive", stop_without_improvement=False) is False
+
+
+def test_a_decision_without_settings_cannot_join_the_study():
+    with pytest.raises(ConfigError, match="round 1's decision records no settings"):
+        history_of([{"round": 1, "metric": "val_mse_ratio_pca", "value": 1.2}])

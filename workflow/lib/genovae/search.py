@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+from .errors import ConfigError
 from .loop import ADAPT_MODEL_KEYS, ADAPT_TRAIN_KEYS, METRICS, _finite, _fmt_value
 
 #: searchable settings: name -> (log scale, integer); ``width`` is the first hidden layer's width
@@ -175,7 +176,11 @@ def history_of(decisions):
     out = []
     for d in sorted(decisions, key=lambda d: int(d["round"])):
         if "settings" not in d:
-            raise ValueError(f"round {d['round']}'s decision has no settings (written before search existed); rerun")
+            raise ConfigError(
+                "retrain.strategy",
+                f"round {d['round']}'s decision records no settings for the search's study (it was written by an "
+                "older genovae); rerun the loop (snakemake --forcerun train)",
+            )
         out.append((d["settings"], d["value"] if d.get("value") is not None else math.nan))
     return out
 
