@@ -151,10 +151,12 @@ def next_round(history, search, *, metric, seed):
     study = build_study(history, space, metric=metric, seed=seed, startup_rounds=startup)
     trial = study.ask(distributions(space))
     params = dict(trial.params)
+    # drawn values onto round 1's settings (so further layers keep round 1's ratios, without rounding drift);
+    # the change is told against the last round
+    new = apply_params(history[0][0], params)
     last = history[-1][0]
-    new = apply_params(last, params)
     changed = {k: [last[k], new[k]] for k in (*ADAPT_MODEL_KEYS, *ADAPT_TRAIN_KEYS) if k in last and new[k] != last[k]}
-    n_done = len(history)
+    n_done = sum(_finite(v) for _, v in history)  # Optuna's TPE counts completed trials only
     how = "random draw" if n_done < startup else "TPE"
     if changed:
         change = f"search ({how}): " + ", ".join(f"{k} {_fmt_value(a)} -> {_fmt_value(b)}" for k, (a, b) in changed.items())
