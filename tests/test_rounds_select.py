@@ -4,12 +4,17 @@ import json
 
 import pandas as pd
 
-from genovae.rounds import select_model
+from genovae.rounds import latent_knn, select_model
 
 
 def decision(round_, value, passed, change):
     return {"round": round_, "metric": "val_mse_ratio_pca", "threshold": 1.1, "value": value, "passed": passed,
-            "seed": round_, "diagnosis": "overfitting", "diagnosis_reason": "gap", "change": change}
+            "seed": round_, "diagnosis": "overfitting", "diagnosis_reason": "gap", "change": change,
+            **latent_knn({"condition": "disease", "labels": [
+                {"label": "sex", "representation": "vae", "n": 60, "knn_accuracy": 0.5},
+                {"label": "disease", "representation": "vae", "n": 60, "knn_accuracy": 0.9 - 0.1 * round_},
+                {"label": "disease", "representation": "pca", "n": 60, "knn_accuracy": 0.75},
+            ]})}
 
 
 def test_the_last_rounds_change_is_marked_as_not_run(tmp_path):
@@ -33,4 +38,17 @@ def test_the_last_rounds_change_is_marked_as_not_run(tmp_path):
     assert sel["rounds"][1]["change"] == changes[1] + " (not run: no further round)"
     table = pd.read_csv(tmp_path / "rounds.tsv", sep="\t")
     assert table["change"].tolist() == [r["change"] for r in sel["rounds"]]
+    # each round's latent structure for the condition (never used to select), beside PCA's
+    assert table["knn_vae"].tolist() == [0.8, 0.7] and table["knn_pca"].tolist() == [0.75, 0.75]
     assert json.loads((tmp_path / "sel.json").read_text())["rounds"] == sel["rounds"]
+
+
+def test_latent_knn_reads_the_condition_and_falls_back_to_the_first_label():
+    rows = [{"label": "sex", "representation": "vae", "n": 40, "knn_accuracy": 0.6},
+            {"label": "sex", "representation": "pca", "n": 40, "knn_accuracy": 0.7},
+            {"label": "disease", "representation": "vae", "n": 40, "knn_accuracy": 0.9}]
+    assert latent_knn({"condition": "disease", "labels": rows})["latent_knn"] == {
+        "label": "disease", "vae": 0.9, "pca": None, "n": 40}
+    # metrics.json of an older evaluate (no condition key): the first label is the condition (evaluate's order)
+    assert latent_knn({"labels": rows})["latent_knn"]["label"] == "sex"
+    assert latent_knn({}) == {} and latent_knn({"condition": "x", "labels": rows}) == {}

@@ -195,3 +195,34 @@ def test_failed_threshold_names_each_rounds_diagnosis_and_change():
     assert "the selected round's diagnosis is underfitting" in v["headline"]  # round 2 is the best
     # a passing run says nothing of it
     assert not any("Why the rounds" in w for w in verdict(selection(values=(1.0,), met=True))["warnings"])
+
+
+def _with_knn(sel, knn):
+    for r, k in zip(sel["rounds"], knn):
+        r["knn_vae"], r["knn_pca"] = k, 0.74
+    return sel
+
+
+@pytest.mark.parametrize(
+    "knn, warned",
+    [
+        ((0.88, 0.46, 0.80), True),  # the selected round 2 lost the condition that round 1 kept
+        ((0.88, 0.80, 0.85), False),  # within 0.1: the seeds' own spread
+        ((0.46, 0.88, 0.50), False),  # the selected round is the best
+        ((0.88, None, 0.80), False),  # the selected round has no figure (e.g. no label column)
+    ],
+)
+def test_a_selected_round_whose_latent_space_lost_the_condition_is_warned(knn, warned):
+    """Rounds are selected by reconstruction; a round whose latent space separates the condition far worse
+    (5-NN on train + validation, recorded per round, docs/science.md "Search") than another round's is warned."""
+    v = verdict(sel=_with_knn(selection(values=(1.06, 1.05, 1.07), met=False), knn))
+    hits = [w for w in v["warnings"] if "latent space separates 'disease' better than the selected round 2" in w]
+    assert bool(hits) is warned, v["warnings"]
+    if warned:
+        assert "Round 1's" in hits[0] and "0.88 vs 0.46" in hits[0] and "val_mse_ratio_pca" in hits[0]
+
+
+def test_one_round_has_nothing_to_compare():
+    v = verdict(sel=_with_knn(selection(values=(1.01,), met=True), (0.2,)), tm=tmetrics(ratio=0.97),
+                rm=round_metrics(train=0.4, val=0.5))
+    assert v["warnings"] == []

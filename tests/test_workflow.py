@@ -232,6 +232,10 @@ def test_search_rounds_train_what_the_study_drew(tiny):
     assert recorded_inputs(tiny, RESULTS / "rounds/3/decision.json") >= {
         str(RESULTS / f"rounds/{r}/decision.json") for r in (1, 2)
     }
+    # each round's latent structure for the condition is recorded and shown beside PCA's (never used to select)
+    assert all(d["latent_knn"]["label"] == "condition" and 0 <= d["latent_knn"]["vae"] <= 1 for d in decisions)
+    table = pd.read_csv(tiny / RESULTS / "model/rounds.tsv", sep="\t")
+    assert table["knn_vae"].tolist() == pytest.approx([d["latent_knn"]["vae"] for d in decisions], abs=1e-5)
     study = study_from_decisions([str(p) for p in paths])
     assert [t.value for t in study.trials] == [d["value"] for d in decisions]
     jobs = planned_jobs(tiny, "--config", "retrain={metric: val_r2, threshold: 3.0, max_rounds: 3, strategy: search}")

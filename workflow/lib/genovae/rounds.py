@@ -131,6 +131,7 @@ def evaluate_round(
     reps = {"vae": encode(vae, cohort.inputs())[0], "pca": pca.transform(cohort.x)}
     lab = load_labels(samples, cohort.sample_ids, condition, labels)
     metrics["labels"] = compare(reps, lab, mask=~cohort.mask("test"), batch=batch, groups=lab[condition])
+    metrics["condition"] = condition
     metrics["best_epoch"] = blob["info"]["best_epoch"]
     metrics["epochs_run"] = blob["info"]["epochs_run"]
     metrics["seed"] = blob["info"]["seed"]
@@ -180,6 +181,18 @@ def round_diagnosis(m, strategy="adaptive", search=None):
     return block
 
 
+def latent_knn(m):
+    """The condition's leave-one-out 5-NN accuracy on the train + validation samples in the round's
+    latent space and in PCA's (its metrics.json ``labels``), as ``{"latent_knn": {...}}``; never used
+    to decide or select, recorded so that the rounds table shows what each round's latent space keeps."""
+    rows = m.get("labels") or []
+    label = m.get("condition") or (rows[0].get("label") if rows else None)
+    per = {r.get("representation"): r.get("knn_accuracy") for r in rows if r.get("label") == label}
+    if not per:
+        return {}
+    return {"latent_knn": {"label": label, "vae": per.get("vae"), "pca": per.get("pca"), "n": rows[0].get("n")}}
+
+
 def decide_round(
     *, metrics, out_decision, round_, metric, threshold, privacy=None, infos=(), strategy="adaptive",
     previous=(), search=None,
@@ -211,6 +224,7 @@ def decide_round(
             "value": decision["value"],
         }
     decision.update(round_diagnosis(m, strategy, ctx))
+    decision.update(latent_knn(m))
     if privacy:
         from .privacy import budget_decision
 
@@ -277,6 +291,10 @@ def select_model(
             {
                 **{k: d.get(k) for k in ("round", "metric", "value", "passed", "seed", "diagnosis", "diagnosis_reason", "change")},
                 **({"epsilon": d["privacy"]["epsilon"]} if d.get("privacy") else {}),
+                **(
+                    {"knn_vae": d["latent_knn"]["vae"], "knn_pca": d["latent_knn"]["pca"]}
+                    if d.get("latent_knn") else {}
+                ),
             }
             for d in ds
         ],

@@ -32,6 +32,9 @@ LABEL_TOLERANCE = 0.05
 OVERFIT_FACTOR = 2.0
 #: fewer test samples than this: held-out figures are flagged as uncertain
 MIN_TEST = 10
+#: another round's latent space separates the condition this much better (5-NN accuracy on the train and
+#: validation samples) than the selected round's: a warning (the selection never looks at the labels)
+ROUND_LATENT_DROP = 0.1
 
 #: label metrics of label_metrics.tsv compared on the test samples, and their names in sentences
 LABEL_METRICS = {
@@ -175,6 +178,20 @@ def build_verdict(
             f"The latent space separates '{label}' worse than {pca_name} on the test samples "
             f"({what} {v:.2f} vs {p:.2f})."
         )
+
+    # -- the rounds' latent spaces: rounds are selected by retrain.metric (reconstruction), which can pick one
+    # that lost the condition's structure (docs/science.md, "Search")
+    knn = {int(r["round"]): _num(r.get("knn_vae")) for r in selection["rounds"]}
+    knn = {k: v for k, v in knn.items() if v is not None}
+    if selected in knn and len(knn) > 1:
+        best = max(knn, key=lambda k: (knn[k], -k))
+        if knn[best] - knn[selected] >= ROUND_LATENT_DROP:
+            warnings.append(
+                f"Round {best}'s latent space separates '{condition}' better than the selected round {selected}'s "
+                f"(5-NN accuracy on the train and validation samples {knn[best]:.2f} vs {knn[selected]:.2f}): "
+                f"rounds are selected by {metric}, which does not look at the latent space; compare the rounds "
+                "(model/rounds.tsv) before relying on it."
+            )
 
     # -- overfitting: generalisation gap against PCA's on the same samples
     tr, va = _num(round_metrics.get("train_recon_mse")), _num(round_metrics.get("val_recon_mse"))
