@@ -241,7 +241,9 @@ def bench(name, variant, threshold, max_rounds, overrides=()):
                 | {"hidden": (d.get("settings") or {}).get("hidden"), "seconds": round(s, 1),
                    "train_ratio_pca": d["evidence"]["train_ratio_pca"],
                    "gap_vs_pca": d["evidence"]["gap_vs_pca"], "active_units": d["evidence"]["active_units"],
-                   "best_epoch": d["evidence"].get("best_epoch"), "epochs_run": d["evidence"].get("epochs_run")}
+                   "best_epoch": d["evidence"].get("best_epoch"), "epochs_run": d["evidence"].get("epochs_run"),
+                   # the condition's 5-NN on train + validation (decide's latent_knn, rounds.tsv's knn_vae)
+                   "knn_vae": (d.get("latent_knn") or {}).get("vae")}
                 for d, s in zip(decisions, seconds)
             ],
             **held_out(models[selected - 1], p, S.analysis.condition),
