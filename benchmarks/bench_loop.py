@@ -130,6 +130,26 @@ def prepare(S, name, tmp):
     return p
 
 
+def labelled_cohort(name, overrides=()):
+    """A dataset prepared as the workflow prepares it (schema defaults, ``overrides`` as ``--set``), for
+    benchmarks that score representations without genovae's training: ``(cohort, condition labels as
+    str, raw values of the modelled genes, samples x genes)``."""
+    import numpy as np
+    import pandas as pd
+
+    from genovae.dataset import load_cohort, load_labels
+    from genovae.settings import load_settings
+
+    S = load_settings(config_of(name, "after", 1.1, 1, overrides))
+    with tempfile.TemporaryDirectory(prefix=f"bench_{name}_") as tmp:
+        p = prepare(S, name, Path(tmp))
+        cohort = load_cohort(p["features.parquet"], p["split.tsv"], p["matrix.parquet"], "gaussian")
+        genes = list(pd.read_parquet(p["features.parquet"]).columns)
+        raw = pd.read_parquet(p["matrix.parquet"]).loc[cohort.sample_ids, genes].to_numpy(np.float32)
+        labels = load_labels(p["samples.tsv"], cohort.sample_ids, S.analysis.condition, ())
+    return cohort, np.asarray(labels[S.analysis.condition]).astype(str), raw
+
+
 def drop_small_groups(expression, samples, condition, min_group, tmp):
     """Copies of the matrix and sample sheet without the samples of groups smaller than ``min_group``."""
     import pandas as pd

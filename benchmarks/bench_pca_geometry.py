@@ -16,30 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "lib"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_loop import DATASETS, config_of, prepare  # noqa: E402
+from bench_loop import DATASETS  # noqa: E402
 
 
 def geometry(name):
-    import numpy as np
-
-    from genovae.dataset import load_cohort, load_labels
+    from bench_loop import labelled_cohort
     from genovae.evaluate import fit_pca
     from genovae.labels import label_structure
-    from genovae.settings import load_settings
 
-    S = load_settings(config_of(name, "after", 1.1, 1))
-    with tempfile.TemporaryDirectory(prefix=f"bench_pca_geometry_{name}_") as tmp:
-        p = prepare(S, name, Path(tmp))
-        cohort = load_cohort(p["features.parquet"], p["split.tsv"], p["matrix.parquet"], "gaussian")
-        labels = load_labels(p["samples.tsv"], cohort.sample_ids, S.analysis.condition, ())
-    y = np.asarray(labels[S.analysis.condition]).astype(str)
+    cohort, y, _ = labelled_cohort(name)
     z = fit_pca(cohort, 10).transform(cohort.x)
     sd = z[cohort.mask("train")].std(axis=0)
     knn = lambda x: label_structure(x, y)["knn_accuracy"]  # noqa: E731

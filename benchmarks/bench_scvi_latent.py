@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,28 +32,17 @@ DATASETS = ("pbmc68k_counts", "simulate")
 
 
 def run(name, seed, likelihood):
-    import numpy as np
-    import pandas as pd
     import scvi
     import torch
     from anndata import AnnData
 
-    from bench_loop import config_of, prepare
-    from genovae.dataset import load_cohort, load_labels
+    from bench_loop import labelled_cohort
     from genovae.evaluate import fit_pca
     from genovae.labels import label_structure
-    from genovae.settings import load_settings
 
-    S = load_settings(config_of(name, "after", 1.1, 1, [f"train.seed={seed}"]))
-    with tempfile.TemporaryDirectory(prefix=f"bench_scvi_latent_{name}_") as tmp:
-        p = prepare(S, name, Path(tmp))
-        cohort = load_cohort(p["features.parquet"], p["split.tsv"], p["matrix.parquet"], "gaussian")
-        genes = list(pd.read_parquet(p["features.parquet"]).columns)
-        counts = pd.read_parquet(p["matrix.parquet"]).loc[cohort.sample_ids, genes].to_numpy(np.float32)
-        labels = load_labels(p["samples.tsv"], cohort.sample_ids, S.analysis.condition, ())
-        y = np.asarray(labels[S.analysis.condition]).astype(str)
-        fit_rows = ~cohort.mask("test")
-        pca = fit_pca(cohort, 10).transform(cohort.x)
+    cohort, y, counts = labelled_cohort(name, [f"train.seed={seed}"])
+    fit_rows = ~cohort.mask("test")
+    pca = fit_pca(cohort, 10).transform(cohort.x)
     torch.set_num_threads(1)
     scvi.settings.seed = seed
     adata = AnnData(counts.copy())
@@ -73,7 +61,7 @@ def run(name, seed, likelihood):
         "seed": seed,
         "likelihood": likelihood,
         "n_cells": int(len(y)),
-        "n_genes": len(genes),
+        "n_genes": int(counts.shape[1]),
         "knn_all_scvi": label_structure(z, y)["knn_accuracy"],
         "knn_all_pca": label_structure(pca, y)["knn_accuracy"],
         "epochs": int(model.history["elbo_train"].shape[0]),

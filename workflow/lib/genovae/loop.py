@@ -384,7 +384,13 @@ def adaptive_round(model_config, train_config, previous_decision):
     """
     prev = previous_decision
     nxt = adapt(prev["settings"], {"diagnosis": prev["diagnosis"], "evidence": prev.get("evidence") or {}})
-    s = nxt["settings"]
-    model = {**model_config, **{k: s[k] for k in ADAPT_MODEL_KEYS}}
-    train = {**train_config, **{k: s[k] for k in ADAPT_TRAIN_KEYS}, "warm_start": False}
+    return with_round_settings(model_config, train_config, nxt["settings"])
+
+
+def with_round_settings(model_config, train_config, settings):
+    """Model config and train params with ``settings`` (the keys of :data:`ADAPT_MODEL_KEYS` and
+    :data:`ADAPT_TRAIN_KEYS`, e.g. a decision's ``next_settings``) in place of the plan's; the rest
+    (seed, batch size, ...) stay, and the round trains from scratch."""
+    model = {**model_config, **{k: settings[k] for k in ADAPT_MODEL_KEYS}}
+    train = {**train_config, **{k: settings[k] for k in ADAPT_TRAIN_KEYS}, "warm_start": False}
     return model, train

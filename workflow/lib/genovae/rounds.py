@@ -187,10 +187,11 @@ def latent_knn(m):
     to decide or select, recorded so that the rounds table shows what each round's latent space keeps."""
     rows = m.get("labels") or []
     label = m.get("condition") or (rows[0].get("label") if rows else None)
-    per = {r.get("representation"): r.get("knn_accuracy") for r in rows if r.get("label") == label}
-    if not per:
+    mine = [r for r in rows if r.get("label") == label]
+    if not mine:
         return {}
-    return {"latent_knn": {"label": label, "vae": per.get("vae"), "pca": per.get("pca"), "n": rows[0].get("n")}}
+    per = {r.get("representation"): r.get("knn_accuracy") for r in mine}
+    return {"latent_knn": {"label": label, "vae": per.get("vae"), "pca": per.get("pca"), "n": mine[0].get("n")}}
 
 
 def decide_round(
@@ -228,8 +229,8 @@ def decide_round(
     if privacy:
         from .privacy import budget_decision
 
-        if strategy in ("adaptive", "search") and decision.get("next_settings"):
-            # the next round's epochs are the adapted ones (adaptive rounds do not compound factors)
+        if decision.get("next_settings"):
+            # adaptive and search rounds: the next round's epochs are its own (they do not compound factors)
             privacy = {**privacy, "epochs": decision["next_settings"]["epochs"]}
         decision["privacy"] = budget_decision(
             list(infos),

@@ -15,8 +15,8 @@ The sampler is Optuna's TPE, seeded by ``train.seed`` and r (:func:`draw_seed`);
 configured settings, not a draw). ``model.latent_dim`` is not searched: the PCA baseline of
 ``val_mse_ratio_pca`` and the run's latent outputs have its size.
 
-Optuna is imported only by the functions that need it; the Snakefile imports :func:`searched_round`
-(pure) at every start.
+Optuna is imported only by the functions that need it (the decide step): planning a round needs
+only its decision's ``next_settings`` (genovae.loop.with_round_settings).
 """
 
 from __future__ import annotations
@@ -185,15 +185,6 @@ def history_of(decisions):
             )
         out.append((d["settings"], d["value"] if d.get("value") is not None else math.nan))
     return out
-
-
-def searched_round(model_config, train_config, previous_decision):
-    """Model config and train params of a search round r > 1: round r-1's decision's
-    ``next_settings`` (the study's suggestion) replace the plan's adaptable keys."""
-    s = previous_decision["next_settings"]
-    model = {**model_config, **{k: s[k] for k in ADAPT_MODEL_KEYS}}
-    train = {**train_config, **{k: s[k] for k in ADAPT_TRAIN_KEYS}, "warm_start": False}
-    return model, train
 
 
 def study_from_decisions(paths, search=None, seed=1):

@@ -361,7 +361,7 @@ class Settings:
         """{"model": ..., "train": ...} of one round. With ``retrain.strategy: adaptive`` a round
         r > 1 adapts round r-1's settings to its diagnosis (``previous_decision``: round r-1's
         decision.json; genovae.loop.adaptive_round), with ``search`` it takes the settings the
-        study drew in round r-1's decision (genovae.search.searched_round); both train from scratch."""
+        study drew in round r-1's decision (``next_settings``); both train from scratch."""
         model, train = self.model_params(), self.train_params(round_)
         strategy = self.retrain.strategy
         if strategy in ("adaptive", "search") and int(round_) > 1:
@@ -376,14 +376,12 @@ class Settings:
                 # a decision written before this strategy was chosen (decide reruns and writes one that
                 # has it): the plan's settings until then, so that planning the DAG does not fail
                 return {"model": model, "train": {**train, "warm_start": False}}
-            if strategy == "adaptive":
-                from .loop import adaptive_round
+            from .loop import adaptive_round, with_round_settings
 
+            if strategy == "adaptive":
                 model, train = adaptive_round(model, train, previous_decision)
             else:
-                from .search import searched_round
-
-                model, train = searched_round(model, train, previous_decision)
+                model, train = with_round_settings(model, train, previous_decision["next_settings"])
         return {"model": model, "train": train}
 
     def search_decide_params(self):
