@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ import numpy as np
 
 import _common  # noqa: F401  (puts workflow/lib on sys.path)
 from _common import machine
-from bench_loop import DATASETS, SHARED, config_of, prepare, run_loop
+from bench_loop import DATASETS, available, config_of, one_thread, prepare, run_loop
 
 MARGIN = 0.02
 BOOTSTRAP = 10_000
@@ -128,15 +127,10 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="train.seed values")
     ap.add_argument("--json", help="write the results (and the machine) to this file")
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    one_thread()
     results, info = [], machine()
     for name in args.datasets:
-        folder = SHARED / DATASETS[name].get("folder", name)
-        if DATASETS[name]["files"] is not None and not folder.is_dir():
-            print(f"skip {name}: {folder} is missing", file=sys.stderr)
+        if not available(name):
             continue
         results.append(bench(name, args.seeds))
         if args.json:  # after every cohort: a long run that breaks keeps what it measured

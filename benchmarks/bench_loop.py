@@ -150,6 +150,23 @@ def labelled_cohort(name, overrides=()):
     return cohort, np.asarray(labels[S.analysis.condition]).astype(str), raw
 
 
+def one_thread():
+    """torch and OpenMP on one thread: the benchmarks' figures do not depend on the machine's cores."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def available(name):
+    """Whether dataset ``name``'s files are there (simulate always is); says so on stderr when not."""
+    folder = SHARED / DATASETS[name].get("folder", name)
+    if DATASETS[name]["files"] is not None and not folder.is_dir():
+        print(f"skip {name}: {folder} is missing", file=sys.stderr)
+        return False
+    return True
+
+
 def drop_small_groups(expression, samples, condition, min_group, tmp):
     """Copies of the matrix and sample sheet without the samples of groups smaller than ``min_group``."""
     import pandas as pd
@@ -301,15 +318,10 @@ def main(argv=None):
                     help="train.seed values: each dataset and variant is run once per seed (the split stays)")
     ap.add_argument("--json", help="write the results (and the machine) to this file")
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    one_thread()
     results, info = [], machine()
     for name in args.datasets:
-        folder = SHARED / DATASETS[name].get("folder", name)
-        if DATASETS[name]["files"] is not None and not folder.is_dir():
-            print(f"skip {name}: {folder} is missing", file=sys.stderr)
+        if not available(name):
             continue
         for variant, seed in ((v, s) for v in args.variants for s in args.seeds or [None]):
             overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
