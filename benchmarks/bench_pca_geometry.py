@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "lib"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_loop import DATASETS  # noqa: E402
+from bench_loop import DATASETS, available  # noqa: E402
 
 
 def geometry(name):
@@ -54,6 +54,8 @@ def main(argv=None):
 
     results = []
     for name in args.datasets:
+        if not available(name):
+            continue
         r = geometry(name)
         print(json.dumps(r), flush=True)
         results.append(r)

@@ -81,9 +81,12 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("scvi-tools is not installed in this environment: see this script's docstring")
     from _common import machine
+    from bench_loop import available
 
     results = []
     for name in args.datasets:
+        if not available(name):
+            continue
         for lik in args.likelihoods:
             for seed in args.seeds:
                 r = run(name, seed, lik)
